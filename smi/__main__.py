@@ -1,0 +1,7 @@
+"""``python -m smi`` runs the CLI."""
+
+import sys
+
+from smi.cli import main
+
+sys.exit(main())
