@@ -1,0 +1,208 @@
+"""Real datasets read from a user-given folder in their standard layouts.
+
+- ``imagenet``: ILSVRC2012 with ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` (the
+  validation images sorted into class folders, as timm and torchvision expect). Class indices
+  are the sorted folder names, which is the label order of timm's ImageNet weights when all
+  1000 folders are present. ``test`` reads ``val/``.
+- ``flowers102``: Oxford Flowers-102 with ``jpg/image_00001.jpg...``, ``imagelabels.mat``
+  (``labels``, 1-based) and ``setid.mat`` (``trnid``, ``valid``, ``tstid``). ``train`` is
+  ``trnid`` + ``valid`` (2040 images), ``test`` is ``tstid`` (6149), as is usual for teachers.
+- ``cub200``: CUB-200-2011 with ``images/``, ``images.txt``, ``image_class_labels.txt``
+  (1-based) and ``train_test_split.txt`` (1 = train).
+- ``imagefolder``: ``train/<class>/*`` and ``test/<class>/*`` (or ``val/<class>/*``).
+
+Images go through timm's eval transform built from the teacher's data config. Every missing
+file or malformed index raises one :class:`SMIError` that names the file and the layout.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch.utils.data import Dataset
+
+from smi.data.transforms import eval_transform
+from smi.errors import SMIError
+
+SPLITS: tuple[str, ...] = ("train", "test")
+LAYOUTS: dict[str, str] = {
+    "imagenet": "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (validation images in class folders)",
+    "flowers102": "jpg/image_00001.jpg ..., imagelabels.mat (key 'labels') and setid.mat (keys 'trnid', 'valid', 'tstid')",
+    "cub200": "images/<class>/*.jpg, images.txt, image_class_labels.txt and train_test_split.txt",
+    "imagefolder": "train/<class>/<image> and test/<class>/<image> (or val/<class>/<image>)",
+}
+Samples = list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """Options of the folder datasets.
+
+    Attributes:
+        max_images: Keep at most this many images per split (a seeded random subset, for quick
+            CPU evaluation); ``None`` keeps all.
+        subset_seed: Seed of that subset.
+    """
+
+    max_images: int | None = None
+    subset_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_images is not None and self.max_images < 1:
+            raise SMIError(f"max_images {self.max_images} must be at least 1 (or null for all images).")
+
+
+class FileImageDataset(Dataset):
+    """Image files with labels, read with PIL and passed through a transform."""
+
+    def __init__(self, samples: Samples, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise SMIError(f"cannot read image {path}: {exc}; replace or remove the file.") from exc
+        return self.transform(image), label
+
+
+def load_folder_split(
+    name: str, root: str, options: FolderOptions, split: str, data_config: Mapping[str, Any]
+) -> FileImageDataset:
+    """The ``split`` of folder dataset ``name`` under ``root``, with timm's eval transform."""
+    samples, _ = scan(name, root, split)
+    if options.max_images is not None and len(samples) > options.max_images:
+        gen = torch.Generator().manual_seed(options.subset_seed)
+        keep = sorted(torch.randperm(len(samples), generator=gen)[: options.max_images].tolist())
+        samples = [samples[i] for i in keep]
+    return FileImageDataset(samples, eval_transform(data_config))
+
+
+def folder_num_classes(name: str, root: str) -> int:
+    """Number of classes of folder dataset ``name`` under ``root``."""
+    return scan(name, root, "train")[1]
+
+
+def scan(name: str, root: str, split: str) -> tuple[Samples, int]:
+    """List ``(path, label)`` of a split and the class count, checking the layout."""
+    base = Path(root)
+    if not base.is_dir():
+        raise SMIError(f"dataset '{name}' folder {root} does not exist; expected layout: {LAYOUTS[name]}.")
+    scanners = {"imagenet": _scan_classfolders, "imagefolder": _scan_classfolders,
+                "flowers102": _scan_flowers, "cub200": _scan_cub}  # fmt: skip
+    return scanners[name](name, base, split)
+
+
+def _missing(name: str, path: Path, what: str = "is missing") -> SMIError:
+    return SMIError(f"dataset '{name}': {path} {what}; expected layout under the root: {LAYOUTS[name]}.")
+
+
+def _split_dir(name: str, base: Path, split: str) -> Path:
+    if split == "train":
+        candidates = ["train"]
+    else:
+        candidates = ["val"] if name == "imagenet" else ["test", "val"]
+    for sub in candidates:
+        if (base / sub).is_dir():
+            return base / sub
+    return base / candidates[0]
+
+
+def _scan_classfolders(name: str, base: Path, split: str) -> tuple[Samples, int]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    train_dir = base / "train"
+    if not train_dir.is_dir():
+        raise _missing(name, train_dir)
+    classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+    if not classes:
+        raise _missing(name, train_dir, "has no class folders")
+    directory = _split_dir(name, base, split)
+    if not directory.is_dir():
+        raise _missing(name, directory)
+    extra = sorted({e.name for e in os.scandir(directory) if e.is_dir()} - set(classes))
+    if extra:
+        raise SMIError(f"dataset '{name}': {directory} has class folders {extra[:5]} that train/ lacks.")
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    samples = make_dataset(str(directory), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    if not samples:
+        raise _missing(name, directory, f"holds no images ({', '.join(IMG_EXTENSIONS)})")
+    return samples, len(classes)
+
+
+def _load_mat(name: str, path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    from scipy.io import loadmat
+
+    if not path.is_file():
+        raise _missing(name, path)
+    try:
+        data = loadmat(str(path))
+    except Exception as exc:  # scipy raises several types for a damaged file
+        raise _missing(name, path, f"cannot be read as a MATLAB file ({exc})") from exc
+    lacking = [k for k in keys if k not in data]
+    if lacking:
+        raise _missing(name, path, f"lacks the key(s) {lacking}")
+    return {k: torch.as_tensor(data[k].astype("int64")).flatten() for k in keys}
+
+
+def _scan_flowers(name: str, base: Path, split: str) -> tuple[Samples, int]:
+    labels = _load_mat(name, base / "imagelabels.mat", ("labels",))["labels"]
+    ids = _load_mat(name, base / "setid.mat", ("trnid", "valid", "tstid"))
+    chosen = torch.cat([ids["trnid"], ids["valid"]]) if split == "train" else ids["tstid"]
+    if int(chosen.min()) < 1 or int(chosen.max()) > labels.numel():
+        raise _missing(name, base / "setid.mat", f"refers to images outside 1..{labels.numel()}")
+    samples = [(str(base / "jpg" / f"image_{i:05d}.jpg"), int(labels[i - 1]) - 1) for i in sorted(chosen.tolist())]
+    _check_files(name, samples)
+    return samples, int(labels.max())
+
+
+def _read_table(name: str, path: Path) -> dict[int, str]:
+    if not path.is_file():
+        raise _missing(name, path)
+    table = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise _missing(name, path, f"line {number} is not '<image id> <value>'")
+        table[int(parts[0])] = parts[1].strip()
+    return table
+
+
+def _scan_cub(name: str, base: Path, split: str) -> tuple[Samples, int]:
+    images = _read_table(name, base / "images.txt")
+    labels = _read_table(name, base / "image_class_labels.txt")
+    is_train = _read_table(name, base / "train_test_split.txt")
+    for table, path in ((labels, "image_class_labels.txt"), (is_train, "train_test_split.txt")):
+        lacking = sorted(set(images) - set(table))
+        if lacking:
+            raise _missing(name, base / path, f"misses image id(s) {lacking[:5]} listed in images.txt")
+    try:
+        label_of = {i: int(labels[i]) - 1 for i in images}
+    except ValueError as exc:
+        raise _missing(name, base / "image_class_labels.txt", "holds a non-integer class") from exc
+    wanted = "1" if split == "train" else "0"
+    samples = [(str(base / "images" / images[i]), label_of[i]) for i in sorted(images) if is_train[i] == wanted]
+    _check_files(name, samples)
+    return samples, max(label_of.values()) + 1
+
+
+def _check_files(name: str, samples: Samples) -> None:
+    if not samples:
+        raise SMIError(f"dataset '{name}' has no images in this split; expected layout: {LAYOUTS[name]}.")
+    for path, _ in samples:
+        if not os.path.isfile(path):
+            raise _missing(name, Path(path))

@@ -1,0 +1,78 @@
+"""Names of the datasets and how each one is loaded.
+
+One entry per dataset: its options dataclass, its splits, and loader functions. The public
+functions of :mod:`smi.data` dispatch through :func:`dataset_entry`, so adding a dataset is
+one entry here plus its module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+from smi.data import digits, folders, shapes
+from smi.errors import SMIError
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """How to load one dataset.
+
+    Attributes:
+        options_cls: Frozen dataclass of its options.
+        splits: Valid split names.
+        load: ``load(options, root, split, data_config, with_masks) -> Dataset``.
+        num_classes: ``num_classes(root) -> int``.
+        needs_root: Whether the dataset lives in a user-given folder.
+    """
+
+    options_cls: type
+    splits: tuple[str, ...]
+    load: Callable[..., Any]
+    num_classes: Callable[[str | None], int]
+    needs_root: bool
+
+
+def _embedded(loader: Callable[..., Any]) -> Callable[..., Any]:
+    def load(options: Any, root: str | None, split: str, data_config: Any, with_masks: bool) -> Any:
+        return loader(options, split, data_config, with_masks=with_masks)
+
+    return load
+
+
+def _folder(name: str) -> Callable[..., Any]:
+    def load(options: Any, root: str, split: str, data_config: Any, with_masks: bool) -> Any:
+        if with_masks:
+            raise SMIError(f"dataset '{name}' has no foreground masks; only 'shapes' has them.")
+        return folders.load_folder_split(name, root, options, split, data_config)
+
+    return load
+
+
+_ENTRIES: dict[str, DatasetEntry] = {
+    "digits": DatasetEntry(digits.DigitsOptions, digits.SPLITS, _embedded(digits.load_digits_split),
+                           lambda _root: digits.NUM_CLASSES, needs_root=False),
+    "shapes": DatasetEntry(shapes.ShapesOptions, shapes.SPLITS, _embedded(shapes.load_shapes_split),
+                           lambda _root: shapes.NUM_CLASSES, needs_root=False),
+    **{
+        name: DatasetEntry(folders.FolderOptions, folders.SPLITS, _folder(name),
+                           partial(folders.folder_num_classes, name), needs_root=True)  # type: ignore[arg-type]
+        for name in ("imagenet", "flowers102", "cub200", "imagefolder")
+    },
+}  # fmt: skip
+
+#: Names of all datasets.
+DATASETS: tuple[str, ...] = tuple(_ENTRIES)
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The entry of dataset ``name``.
+
+    Raises:
+        SMIError: If the name is unknown.
+    """
+    try:
+        return _ENTRIES[name]
+    except KeyError:
+        raise SMIError(f"unknown dataset '{name}'; choose one of {list(DATASETS)}.") from None
