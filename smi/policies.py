@@ -1,0 +1,125 @@
+"""Patch policies: which patches stay active during inversion.
+
+A policy is consulted by the inversion loop on its *decision iterations*. It sees the current
+active mask and, if it asked for them, the last-block CLS attention scores of the active
+patches from that iteration's own forward pass, and returns the new active mask (effective from
+the next iteration) plus, optionally, patches to emit as a finished output image now.
+
+- :class:`NoStopping`: dense inversion (DeepInversion-style, "DMI").
+- :class:`AttentionStopping`: Sparse Model Inversion (Hu et al., ICML 2024): stop the
+  lowest-attention fraction of the active patches at each scheduled iteration.
+- :class:`RandomStopping`: the same schedule with random scores (the selection ablation).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from smi.schedule import StoppingSchedule, keep_count
+
+
+@dataclass
+class PolicyStep:
+    """A policy's decision.
+
+    Attributes:
+        active: Bool (B, N): patches optimised from the next iteration on.
+        emit: Bool (B, N) patches to save now as one output image per sample, or ``None``.
+    """
+
+    active: torch.Tensor
+    emit: torch.Tensor | None = None
+
+
+class PatchPolicy(ABC):
+    """Decides when patches stop being optimised."""
+
+    #: Whether decisions need the CLS attention scores (computed only on decision iterations).
+    needs_attention: bool = False
+
+    @abstractmethod
+    def decision_iterations(self, total_iterations: int) -> tuple[int, ...]:
+        """Iterations (0-based) after whose forward pass :meth:`decide` is called."""
+
+    @abstractmethod
+    def decide(
+        self, iteration: int, active: torch.Tensor, scores: torch.Tensor | None, generator: torch.Generator
+    ) -> PolicyStep:
+        """Return the new active mask (and any emission).
+
+        Args:
+            iteration: The current iteration.
+            active: Bool (B, N) mask of active patches; equal count per row.
+            scores: Float (B, N) importance of active patches (-inf elsewhere) or ``None``.
+            generator: Seeded CPU generator for random decisions.
+        """
+
+    def outputs_per_trajectory(self) -> int:
+        """Output images one optimised sample yields (1 unless the policy emits)."""
+        return 1
+
+
+class NoStopping(PatchPolicy):
+    """Dense inversion: every patch is optimised for the whole run."""
+
+    def decision_iterations(self, total_iterations: int) -> tuple[int, ...]:
+        return ()
+
+    def decide(self, iteration, active, scores, generator) -> PolicyStep:  # pragma: no cover - never called
+        return PolicyStep(active)
+
+
+def keep_top(active: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Mask of the ``keep`` highest-scoring active patches per row.
+
+    Args:
+        active: Bool (B, N).
+        scores: Float (B, N); inactive entries are ignored.
+        keep: Patches to keep per row.
+
+    Returns:
+        Bool (B, N) subset of ``active``.
+    """
+    masked = scores.masked_fill(~active, float("-inf"))
+    top = masked.topk(keep, dim=1).indices
+    return torch.zeros_like(active).scatter_(1, top, True)
+
+
+class ScheduledStopping(PatchPolicy):
+    """Stop the lowest-scoring fraction of the active patches at scheduled iterations."""
+
+    def __init__(self, schedule: StoppingSchedule) -> None:
+        self.schedule = schedule
+        self._ratios = dict(zip(schedule.iterations, schedule.ratios))
+
+    def decision_iterations(self, total_iterations: int) -> tuple[int, ...]:
+        return self.schedule.within(total_iterations).iterations
+
+    def decide(self, iteration, active, scores, generator) -> PolicyStep:
+        count = int(active[0].sum())
+        keep = keep_count(count, self._ratios[iteration])
+        return PolicyStep(keep_top(active, self.score(active, scores, generator), keep))
+
+    @abstractmethod
+    def score(self, active: torch.Tensor, scores: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        """Importance of every patch (B, N)."""
+
+
+class AttentionStopping(ScheduledStopping):
+    """SMI: rank active patches by the last block's CLS attention (averaged over heads)."""
+
+    needs_attention = True
+
+    def score(self, active, scores, generator) -> torch.Tensor:
+        assert scores is not None, "AttentionStopping needs attention scores"
+        return scores
+
+
+class RandomStopping(ScheduledStopping):
+    """Ablation: the same schedule as SMI with uniformly random scores."""
+
+    def score(self, active, scores, generator) -> torch.Tensor:
+        return torch.rand(active.shape, generator=generator).to(active.device)

@@ -1,0 +1,128 @@
+"""The registry of inversion methods (and image sources such as noise and real data).
+
+A method is a class with a frozen ``Params`` dataclass, registered under a name with
+:func:`register_method`. The workflow and the CLI create methods by name with a parameter
+dict from config; unknown names and unknown parameter keys are clear errors. Methods in the
+``baselines`` package register themselves when it is imported, which :func:`available_methods`
+and :func:`create_method` do on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, TypeVar
+
+import torch
+
+from smi.config import from_dict, to_dict
+from smi.errors import SMIError
+from smi.inversion import InversionConfig, InversionResult
+from smi.types import Teacher
+
+_METHODS: dict[str, type["InversionMethod"]] = {}
+#: Packages imported to discover registered methods (a third-party plugin can append to this).
+PLUGIN_PACKAGES: list[str] = ["smi.methods", "baselines"]
+_loaded = False
+
+
+@dataclass
+class InversionRequest:
+    """Everything a method gets for one batch.
+
+    Attributes:
+        teacher: The model to invert.
+        targets: (B,) labels of the batch (one per optimised sample / trajectory).
+        config: Budget and optimiser settings.
+        seed: Seed of this batch.
+        device: Compute device.
+        dataset_spec: The teacher's dataset, for sources that need real data (else ``None``).
+        progress: Show a progress bar.
+    """
+
+    teacher: Teacher
+    targets: torch.Tensor
+    config: InversionConfig
+    seed: int
+    device: torch.device
+    dataset_spec: Any = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """For methods without parameters."""
+
+
+class InversionMethod(ABC):
+    """Base class of registered methods."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    #: Whether the method optimises images through the teacher (False for noise / real data).
+    synthesizes: ClassVar[bool] = True
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+    def outputs_per_trajectory(self) -> int:
+        """Output images one optimised sample yields (PRI yields several)."""
+        return 1
+
+    @abstractmethod
+    def invert(self, request: InversionRequest) -> list[InversionResult]:
+        """Produce images for ``request.targets``; one result per emission."""
+
+    def describe(self) -> dict[str, Any]:
+        """Name and parameters, for metadata and metrics."""
+        return {"method": self.name, "method_params": to_dict(self.params) if dataclasses.is_dataclass(self.params) else {}}
+
+
+M = TypeVar("M", bound=type[InversionMethod])
+
+
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator registering a method under ``name``."""
+
+    def decorate(cls: M) -> M:
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise ValueError(f"method name {name!r} is registered twice")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_plugins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for package in PLUGIN_PACKAGES:
+        try:
+            importlib.import_module(package)
+        except ModuleNotFoundError as exc:
+            if exc.name != package:  # a broken plugin must not hide silently
+                raise
+
+
+def available_methods() -> list[str]:
+    """Names of all registered methods."""
+    _load_plugins()
+    return sorted(_METHODS)
+
+
+def create_method(name: str, params: dict[str, Any] | None = None) -> InversionMethod:
+    """Instantiate a registered method with parameters from config.
+
+    Raises:
+        SMIError: For an unknown method name or parameter key.
+    """
+    _load_plugins()
+    if name not in _METHODS:
+        raise SMIError(f"unknown method {name!r}; registered methods are {sorted(_METHODS)}.")
+    cls = _METHODS[name]
+    return cls(from_dict(cls.Params, params, f"parameters of method {name!r}"))
