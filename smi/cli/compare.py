@@ -1,0 +1,37 @@
+"""``smi compare``: per-cell differences between the tables of two runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from smi.io import atomic_path
+from smi.report.compare import Tolerance, compare_runs, format_comparison
+from smi.report.tables import DEFAULT_TARGET_FRACTION
+
+COMMAND = "compare"
+HELP = ("Print the table cells that differ between two runs (RUN_B - RUN_A); always exits 0. "
+        "A run is a results folder holding summary.csv, or the CSV itself.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the command's options."""
+    parser.add_argument("run_a", type=Path, metavar="RUN_A", help="reference run (results/<run> or its summary.csv)")
+    parser.add_argument("run_b", type=Path, metavar="RUN_B", help="run compared with RUN_A")
+    parser.add_argument("--atol", type=float, default=0.0, help="absolute tolerance per cell (default %(default)s)")
+    parser.add_argument("--rtol", type=float, default=0.0,
+                        help="relative tolerance per cell, as a fraction of RUN_A's value (default %(default)s)")
+    parser.add_argument("--all", action="store_true", help="list equal cells too")
+    parser.add_argument("--target-fraction", type=float, default=DEFAULT_TARGET_FRACTION,
+                        help="fraction for 'epochs to reach' in the distillation table (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=None, help="also write every compared cell to this CSV")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compare and print."""
+    diff = compare_runs(args.run_a, args.run_b, Tolerance(args.atol, args.rtol), args.target_fraction)
+    print(format_comparison(diff, show_all=args.all))
+    if args.out is not None:
+        with atomic_path(args.out) as tmp:
+            diff.to_csv(tmp, index=False)
+    return 0

@@ -1,0 +1,104 @@
+"""Seed statistics and ratios against dense inversion, as the SMI paper reports them.
+
+Sparse Model Inversion (Hu et al., ICML 2024) reports speed-up, FLOPs reduction and memory
+reduction of a sparse method *relative to dense inversion* on the same model and budget. Here
+a ratio is taken per matched pair (same dataset, teacher and seed, measured in the same run)
+and only then summarised over seeds as mean +/- sample standard deviation, so seed-to-seed
+variation of the machine enters the spread instead of being averaged away first.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+# Reference calibration sources first, then the paper's two methods; everything else
+# (baselines, external methods) follows alphabetically so new methods appear without edits.
+LEADING_METHODS: tuple[str, ...] = ("noise", "real", "dense", "smi")
+DENSE = "dense"
+# Matched-pair key for ratios against dense (see the module docstring).
+PAIR_KEYS: tuple[str, ...] = ("dataset", "teacher", "seed")
+
+
+def method_sort_key(method: object) -> tuple[int, str]:
+    """Sort key putting noise, real, dense, smi first and the rest alphabetically."""
+    name = str(method)
+    if name in LEADING_METHODS:
+        return (LEADING_METHODS.index(name), "")
+    return (len(LEADING_METHODS), name.lower())
+
+
+def ordered_methods(methods: Iterable[object]) -> list[str]:
+    """Unique method names in table order."""
+    return sorted({str(m) for m in methods if pd.notna(m)}, key=method_sort_key)
+
+
+def seed_stats(frame: pd.DataFrame, keys: Sequence[str], value: str) -> pd.DataFrame:
+    """Mean, sample std (ddof=1) and count of ``value`` over the rows sharing ``keys``.
+
+    Args:
+        frame: Tidy rows, one per job.
+        keys: Columns identifying a table cell (seed excluded).
+        value: The numeric column to summarise; NaNs are ignored.
+
+    Returns:
+        One row per key combination with columns ``*keys, mean, std, n``; ``std`` is NaN for a
+        single seed and ``mean`` NaN where every value is missing.
+    """
+    keys = list(keys)
+    if frame.empty or value not in frame:
+        return pd.DataFrame(columns=[*keys, "mean", "std", "n"])
+    values = pd.to_numeric(frame[value], errors="coerce")
+    grouped = values.groupby([frame[k] for k in keys], dropna=False, sort=False)
+    out = grouped.agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
+    out.columns = [*keys, "mean", "std", "n"]
+    return out
+
+
+def ratios_to_dense(inversion: pd.DataFrame) -> pd.DataFrame:
+    """Per-record speed-up and reductions relative to the matched dense record.
+
+    Args:
+        inversion: Inversion rows with ``method``, the :data:`PAIR_KEYS` and the columns
+            ``time_per_image_s``, ``gflops_per_image``, ``peak_memory_bytes`` (missing ones are
+            treated as NaN).
+
+    Returns:
+        A copy of ``inversion`` with ``speedup`` (dense time / method time),
+        ``flops_reduction_pct`` and ``memory_reduction_pct`` (100 * (1 - method / dense)),
+        and ``has_dense`` (whether a matched dense record exists). Several dense records for
+        one key (e.g. a repeated job) are averaged.
+    """
+    frame = inversion.copy()
+    for col in ("time_per_image_s", "gflops_per_image", "peak_memory_bytes"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else np.nan
+    keys = list(PAIR_KEYS)
+    dense = frame[frame["method"] == DENSE]
+    dense = (
+        dense.groupby(keys, dropna=False)[["time_per_image_s", "gflops_per_image", "peak_memory_bytes"]]
+        .mean()
+        .add_prefix("dense_")
+        .reset_index()
+    )
+    merged = frame.merge(dense, on=keys, how="left", indicator=True)
+    merged["has_dense"] = merged.pop("_merge") == "both"
+    merged["speedup"] = merged["dense_time_per_image_s"] / merged["time_per_image_s"]
+    merged["flops_reduction_pct"] = 100.0 * (1.0 - merged["gflops_per_image"] / merged["dense_gflops_per_image"])
+    merged["memory_reduction_pct"] = 100.0 * (1.0 - merged["peak_memory_bytes"] / merged["dense_peak_memory_bytes"])
+    return merged.drop(columns=[c for c in merged if c.startswith("dense_")])
+
+
+def first_epoch_reaching(curve: pd.DataFrame, threshold: float) -> float:
+    """The first epoch whose test top-1 reaches ``threshold`` (NaN if none does).
+
+    Args:
+        curve: Rows with ``epoch`` and ``test_top1`` of one distillation run.
+        threshold: Top-1 (percent) to reach.
+    """
+    if curve.empty or not np.isfinite(threshold):
+        return float("nan")
+    ordered = curve.sort_values("epoch")
+    reached = ordered[pd.to_numeric(ordered["test_top1"], errors="coerce") >= threshold]
+    return float(reached["epoch"].iloc[0]) if len(reached) else float("nan")

@@ -1,0 +1,310 @@
+"""The four result tables, laid out like those of Sparse Model Inversion (Hu et al., ICML 2024).
+
+1. ``efficiency``: per teacher and inversion method, time per image, speed-up over dense
+   inversion, GFLOPs per image, FLOPs reduction, peak memory and memory reduction;
+2. ``quantization``: rows are calibration sources, columns teacher x bit width, cells the
+   top-1 of the quantized model, with the full-precision model as reference row;
+3. ``distillation``: final student top-1 per method and epochs needed to reach a fixed
+   fraction of the dense-inversion student's final top-1;
+4. ``shapes``: on the synthetic ``shapes`` dataset, how often kept patches lie on the object
+   (against randomly kept patches) and the student's correlated-vs-decorrelated test gap.
+
+Every builder returns a :class:`smi.report.render.Table` of numbers (mean, std, seed count),
+so the same object renders to Markdown/LaTeX/HTML and feeds ``smi compare``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from smi.errors import SMIError
+from smi.report.aggregate import Aggregate
+from smi.report.render import HIGHER, LOWER, Column, Table, write_table
+from smi.report.stats import DENSE, method_sort_key, ratios_to_dense, seed_stats, first_epoch_reaching
+
+# Fraction of the dense student's final top-1 that "epochs to reach" refers to.
+DEFAULT_TARGET_FRACTION = 0.95
+MISSING_KEY = "n/a"
+BYTES_PER_MIB = 2**20
+SHAPES_DATASET = "shapes"
+TABLE_NAMES: tuple[str, ...] = ("efficiency", "quantization", "distillation", "shapes")
+# Real data is an upper reference, not a data-free competitor: never set in bold.
+REFERENCE_METHODS: tuple[str, ...] = ("real",)
+SEED_NOTE = "Cells are mean ± sample standard deviation over seeds (no ± for a single seed)."
+MEMORY_KINDS: dict[str, str] = {
+    "cuda_peak_allocated": "peak CUDA memory allocated during inversion",
+    "cpu_saved_activations": "bytes autograd saves for backward at the peak iteration (CPU runs; the "
+    "device-independent part of memory)",
+}
+
+
+def _records(summary: pd.DataFrame, kind: str, keys: tuple[str, ...]) -> pd.DataFrame:
+    """Rows of one kind with every key column present and filled (NaN keys never match)."""
+    if summary.empty or "kind" not in summary:
+        return pd.DataFrame(columns=list(keys))
+    frame = summary[summary["kind"] == kind].copy()
+    for key in keys:
+        frame[key] = frame[key].astype("string").fillna(MISSING_KEY) if key in frame else MISSING_KEY
+        frame[key] = frame[key].astype(str)
+    return frame
+
+
+def _empty(name: str, title: str, index: tuple[str, ...], reason: str) -> Table:
+    return Table(name, title, index, [], pd.DataFrame(columns=[*index, "reference"]),
+                 pd.DataFrame(), empty_reason=reason)
+
+
+def _sorted_rows(frame: pd.DataFrame, index: tuple[str, ...], method_col: str) -> pd.DataFrame:
+    rows = frame[list(index)].drop_duplicates()
+    rows = rows.assign(_order=rows[method_col].map(method_sort_key))
+    rows = rows.sort_values([*[c for c in index if c != method_col], "_order"], kind="stable")
+    rows = rows.drop(columns="_order").reset_index(drop=True)
+    return rows.assign(reference=rows[method_col].isin(REFERENCE_METHODS))
+
+
+def _cells(frame: pd.DataFrame, index: tuple[str, ...], value: str, label: str) -> pd.DataFrame:
+    stats = seed_stats(frame, index, value)
+    return stats.assign(column=label, note="")
+
+
+def _seed_note(frame: pd.DataFrame) -> str:
+    if "seed" not in frame:
+        return SEED_NOTE
+    seeds = sorted(frame["seed"].dropna().unique().tolist())
+    return f"{SEED_NOTE} Seeds: {', '.join(str(s) for s in seeds) or 'none recorded'}."
+
+
+def efficiency_table(summary: pd.DataFrame) -> Table:
+    """Table 1: inversion cost per teacher and method, relative to dense inversion."""
+    index = ("dataset", "teacher", "method")
+    title = "Inversion efficiency per image (relative to dense inversion)"
+    inv = _records(summary, "inversion", index)
+    if inv.empty:
+        return _empty("efficiency", title, index, "no inversion records in this run.")
+    inv["seed"] = inv["seed"] if "seed" in inv else MISSING_KEY
+    frame = ratios_to_dense(inv)
+    frame["peak_memory_mib"] = frame["peak_memory_bytes"] / BYTES_PER_MIB
+    specs = [
+        ("time_per_image_s", Column("Time / image (s)", LOWER, None)),
+        ("speedup", Column("Speed-up (×)", HIGHER, 2)),
+        ("gflops_per_image", Column("GFLOPs / image", LOWER, None)),
+        ("flops_reduction_pct", Column("FLOPs reduction (%)", HIGHER, 2)),
+        ("peak_memory_mib", Column("Peak memory (MiB)", LOWER, None)),
+        ("memory_reduction_pct", Column("Memory reduction (%)", HIGHER, 2)),
+    ]
+    cells = pd.concat([_cells(frame, index, value, col.label) for value, col in specs], ignore_index=True)
+    notes = [
+        _seed_note(frame),
+        "Speed-up = dense time per image / method time per image; reductions = 100 × (1 − method / dense); "
+        "each ratio is taken per seed against the dense run with the same dataset, teacher and seed.",
+    ]
+    kinds = sorted(frame["memory_kind"].dropna().astype(str).unique()) if "memory_kind" in frame else []
+    if kinds:
+        notes.append("Memory: " + "; ".join(MEMORY_KINDS.get(k, k) for k in kinds) + ".")
+    unmatched = frame[~frame["has_dense"]]
+    if len(unmatched):
+        pairs = sorted({f"{r.dataset}/{r.teacher} seed {r.seed}" for r in unmatched.itertuples()})
+        notes.append(
+            "Speed-up and reductions are empty where no dense run matches (" + ", ".join(pairs) + ")."
+        )
+    return Table("efficiency", title, index, [c for _, c in specs], _sorted_rows(frame, index, "method"),
+                 cells, group=("dataset", "teacher"), notes=notes)
+
+
+def _varying(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame and frame[column].nunique(dropna=True) > 1
+
+
+def quantization_table(summary: pd.DataFrame) -> Table:
+    """Table 2: quantized top-1 per calibration source (rows) and teacher x bits (columns)."""
+    index = ("calibration",)
+    title = "Top-1 accuracy (%) after data-free post-training quantization"
+    quant = _records(summary, "quantization", ("calibration", "dataset", "teacher"))
+    if quant.empty:
+        return _empty("quantization", title, index, "no quantization records in this run.")
+    for col in ("w_bits", "a_bits"):
+        quant[col] = pd.to_numeric(quant[col], errors="coerce") if col in quant else np.nan
+    extras = [c for c in ("range_estimator", "calib_size") if _varying(quant, c)]
+    show_dataset = _varying(quant, "dataset")
+
+    def label(row: pd.Series) -> str:
+        bits = f"W{_int_text(row['w_bits'])}/A{_int_text(row['a_bits'])}"
+        parts = ([row["dataset"]] if show_dataset else []) + [row["teacher"], bits]
+        parts += [f"{c}={row[c]}" for c in extras]
+        return " ".join(str(p) for p in parts) + " (%)"
+
+    quant["column"] = quant.apply(label, axis=1)
+    order = quant.assign(_w=-quant["w_bits"], _a=-quant["a_bits"])
+    order = order.sort_values(["dataset", "teacher", "_w", "_a", *extras], kind="stable")
+    labels = list(dict.fromkeys(order["column"]))
+    columns = [Column(lbl, HIGHER, 2) for lbl in labels]
+    cells = seed_stats(quant, ["calibration", "column"], "top1").assign(note="")
+    rows = _sorted_rows(quant, index, "calibration")
+    notes = [_seed_note(quant)]
+    fp_label = "FP (reference)"
+    if "fp_top1" in quant and quant["fp_top1"].notna().any():
+        # The unquantized model is evaluated once per job; identical repeats are one measurement.
+        fp = quant[["column", "fp_top1"]].dropna().drop_duplicates()
+        fp_cells = seed_stats(fp.assign(calibration=fp_label), ["calibration", "column"], "fp_top1").assign(note="")
+        cells = pd.concat([fp_cells, cells], ignore_index=True)
+        rows = pd.concat([pd.DataFrame({"calibration": [fp_label], "reference": [True]}), rows], ignore_index=True)
+        notes.append("FP: the full-precision teacher on the same test split.")
+    notes.append("WX/AY: X-bit weights, Y-bit activations; bold: best data-free calibration source per column.")
+    for c in ("calib_size", "range_estimator"):
+        if c in quant and c not in extras and quant[c].notna().any():
+            value = quant[c].dropna().iloc[0]
+            notes.append(f"{c.replace('_', ' ').capitalize()}: {_int_text(value) if c == 'calib_size' else value}.")
+    return Table("quantization", title, index, columns, rows, cells, group=(), notes=notes)
+
+
+def _int_text(value: object) -> str:
+    return str(int(value)) if pd.notna(value) else "?"
+
+
+def distillation_table(summary: pd.DataFrame, curves: pd.DataFrame,
+                       target_fraction: float = DEFAULT_TARGET_FRACTION) -> Table:
+    """Table 3: knowledge transfer from synthetic images to a student.
+
+    Args:
+        summary: The tidy summary.
+        curves: The long distillation curves (``curves.csv``); may be empty.
+        target_fraction: The fraction of the dense student's final top-1 to reach.
+    """
+    if not 0.0 < target_fraction <= 1.0:
+        raise SMIError(f"target fraction {target_fraction} must lie in (0, 1], e.g. 0.95.")
+    index = ("dataset", "teacher", "student", "method")
+    group = ("dataset", "teacher", "student")
+    title = "Knowledge transfer: student top-1 accuracy (%) after distillation on synthetic images"
+    dist = _records(summary, "distillation", index)
+    if dist.empty:
+        return _empty("distillation", title, index, "no distillation records in this run.")
+    top1 = Column("Top-1 (%)", HIGHER, 2)
+    epochs = Column(f"Epochs to {100 * target_fraction:g}% of dense", LOWER, 1)
+    cells = [_cells(dist, index, "final_top1", top1.label)]
+    rows = _sorted_rows(dist, index, "method")
+    notes = [_seed_note(dist)]
+    epoch_cells, epoch_notes = _epochs_to_reach(dist, curves, index, group, target_fraction, epochs.label)
+    cells.append(epoch_cells)
+    notes += epoch_notes
+    if "teacher_top1" in dist and dist["teacher_top1"].notna().any():
+        ref = dist[[*group, "teacher_top1"]].dropna().drop_duplicates().assign(method="Teacher (reference)")
+        cells.append(_cells(ref, index, "teacher_top1", top1.label))
+        ref_rows = ref[list(index)].drop_duplicates().assign(reference=True)
+        # The teacher row heads its group, like the FP row of the quantization table.
+        rows = pd.concat([ref_rows, rows], ignore_index=True)
+        rows = rows.sort_values(list(group), kind="stable").reset_index(drop=True)
+        notes.append("Teacher (reference): the teacher's own top-1 on the same test split.")
+    return Table("distillation", title, index, [top1, epochs], rows, pd.concat(cells, ignore_index=True),
+                 group=group, notes=notes)
+
+
+def _epochs_to_reach(dist: pd.DataFrame, curves: pd.DataFrame, index: tuple[str, ...], group: tuple[str, ...],
+                     fraction: float, label: str) -> tuple[pd.DataFrame, list[str]]:
+    """Cells with the mean epoch at which each method's students reach ``fraction`` x dense top-1."""
+    empty = pd.DataFrame(columns=[*index, "mean", "std", "n", "column", "note"])
+    if curves.empty or "source" not in curves or "source" not in dist:
+        return empty, ["Epochs-to-reach needs curves.csv next to summary.csv; it was not found or is empty."]
+    dense = dist[dist["method"] == DENSE]
+    if dense.empty:
+        return empty, ["Epochs-to-reach is empty: there is no dense-inversion student to compare with."]
+    targets = (pd.to_numeric(dense["final_top1"], errors="coerce").groupby([dense[g] for g in group]).mean()
+               * fraction).rename("threshold").reset_index()
+    frame = dist.merge(targets, on=list(group), how="left")
+    frame["epochs_to"] = [
+        first_epoch_reaching(curves[curves["source"] == src], thr) for src, thr in zip(frame["source"], frame["threshold"])
+    ]
+    out = []
+    for key, part in frame.groupby(list(index), sort=False):
+        if part["threshold"].isna().all():
+            continue
+        reached = part["epochs_to"].dropna()
+        n_total = len(part)
+        mean = reached.mean() if len(reached) else np.nan
+        std = reached.std() if len(reached) > 1 else np.nan
+        note = "" if len(reached) == n_total else ("not reached" if reached.empty else f"({len(reached)}/{n_total} seeds)")
+        out.append({**dict(zip(index, key)), "mean": mean, "std": std, "n": len(reached), "column": label, "note": note})
+    notes = [f"Epochs to reach {100 * fraction:g}% of the dense-inversion student's final top-1 "
+             "(mean over seeds that reach it; (k/n) when only k of n seeds do)."]
+    missing = sorted({"/".join(map(str, k)) for k, p in frame.groupby(list(group)) if p["threshold"].isna().all()})
+    if missing:
+        notes.append("No dense student for " + ", ".join(missing) + ": epochs-to-reach left empty.")
+    return (pd.DataFrame(out) if out else empty), notes
+
+
+def shapes_table(summary: pd.DataFrame) -> Table:
+    """Table 4: foreground precision of kept patches and the shortcut gap on ``shapes``."""
+    index = ("dataset", "teacher", "method")
+    group = ("dataset", "teacher")
+    title = "Shapes: where the kept patches lie, and the background-shortcut gap"
+    fg = _records(summary, "foreground", index)
+    dist = _records(summary, "distillation", (*index, "student"))
+    if not dist.empty:
+        dist = dist[(dist["dataset"] == SHAPES_DATASET)]
+        if "decorrelation_gap" in dist:
+            dist = dist[pd.to_numeric(dist["decorrelation_gap"], errors="coerce").notna()]
+        else:
+            dist = dist.iloc[0:0]
+    if fg.empty and dist.empty:
+        return _empty("shapes", title, index, "no foreground records and no shapes distillation records in this run.")
+    columns: list[Column] = []
+    cells = []
+    if not fg.empty:
+        fg = fg.copy()
+        for col in ("precision", "random_precision", "recall"):
+            values = pd.to_numeric(fg[col], errors="coerce") if col in fg else pd.Series(np.nan, index=fg.index)
+            if (values > 1).any():
+                raise SMIError(f"foreground record has {col} > 1; precision and recall must be fractions in [0, 1].")
+            fg[f"{col}_pct"] = 100.0 * values
+        for value, col in (
+            ("precision_pct", Column("FG precision (%)", HIGHER, 1)),
+            ("random_precision_pct", Column("Random-keep FG precision (%)", None, 1)),
+            ("recall_pct", Column("FG recall (%)", None, 1)),
+            ("kept_patches", Column("Kept patches", None, 1)),
+        ):
+            columns.append(col)
+            cells.append(_cells(fg, index, value, col.label))
+    if not dist.empty:
+        students = sorted(dist["student"].unique())
+        for student in students:
+            part = dist[dist["student"] == student]
+            prefix = f"→{student} " if len(students) > 1 else ""
+            for value, col in (
+                ("final_top1", Column(f"{prefix}Top-1 decorrelated (%)", HIGHER, 2)),
+                ("final_top1_correlated", Column(f"{prefix}Top-1 correlated (%)", None, 2)),
+                ("decorrelation_gap", Column(f"{prefix}Gap (pp)", LOWER, 2)),
+            ):
+                columns.append(col)
+                cells.append(_cells(part, index, value, col.label))
+    both = pd.concat([f[list(index)] for f in (fg, dist) if not f.empty], ignore_index=True)
+    notes = [
+        _seed_note(pd.concat([f for f in (fg, dist) if not f.empty], ignore_index=True)),
+        "FG precision: share of kept patches that overlap the object; random-keep: the same number of "
+        "patches kept uniformly at random (its expectation is the object's area share).",
+        "Gap = student top-1 on the correlated test split (backgrounds agree with the class, as in training) "
+        "minus top-1 on the decorrelated split, in percentage points; smaller means less background shortcut.",
+    ]
+    return Table("shapes", title, index, columns, _sorted_rows(both, index, "method"),
+                 pd.concat(cells, ignore_index=True), group=group, notes=notes)
+
+
+def build_tables(agg: Aggregate, target_fraction: float = DEFAULT_TARGET_FRACTION) -> dict[str, Table]:
+    """All four tables of a run, keyed by :data:`TABLE_NAMES`."""
+    summary = agg.summary
+    return {
+        "efficiency": efficiency_table(summary),
+        "quantization": quantization_table(summary),
+        "distillation": distillation_table(summary, agg.table("curves.csv"), target_fraction),
+        "shapes": shapes_table(summary),
+    }
+
+
+def write_tables(tables: dict[str, Table], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write every table as ``.md``, ``.tex`` and ``.html`` into ``out_dir``."""
+    written = []
+    for table in tables.values():
+        written += write_table(table, out_dir)
+    return written
