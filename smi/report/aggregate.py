@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -64,11 +63,18 @@ class Aggregate:
         return self.long.get(name, pd.DataFrame())
 
 
-def find_metrics(root: str | os.PathLike[str]) -> list[Path]:
-    """All ``*.json`` files below ``root`` that are metrics records (have a known ``kind``).
+def is_record(data: Any) -> bool:
+    """Whether parsed JSON is a metrics record: a known ``kind``, or any ``kind`` with provenance."""
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+        return False
+    return data["kind"] in KINDS or isinstance(data.get("provenance"), dict)
 
-    JSON files that are not records (configs, Snakemake metadata) are skipped silently,
-    because a results folder legitimately holds them.
+
+def find_metrics(root: str | os.PathLike[str]) -> list[Path]:
+    """All ``*.json`` files below ``root`` that are metrics records (see :func:`is_record`).
+
+    JSON files that are not records (configs, benchmark dumps, Snakemake metadata) are
+    skipped silently, because a results folder legitimately holds them.
     """
     root = Path(root)
     if not root.is_dir():
@@ -81,7 +87,7 @@ def find_metrics(root: str | os.PathLike[str]) -> list[Path]:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and data.get("kind") in KINDS:
+        if is_record(data):
             found.append(path)
     return found
 
@@ -238,8 +244,3 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except (OSError, ValueError) as exc:
         raise SMIError(f"cannot read table {path} ({exc}); rerun `smi aggregate`.") from exc
     return _typed(frame)
-
-
-def warn(message: str) -> None:
-    """Print a warning for the user on stderr (reports must not pollute stdout tables)."""
-    print(f"warning: {message}", file=sys.stderr)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from smi.io import atomic_path
 from smi.report.aggregate import Aggregate
@@ -78,10 +79,13 @@ def _kind(summary: pd.DataFrame, kind: str) -> pd.DataFrame:
     return summary[summary["kind"] == kind].copy()
 
 
-def _relabel_legend(ax) -> None:
+def _relabel_legend(ax, show: bool = True) -> None:
+    """Paper names in the legend; ``show=False`` drops it (panels of a row share one legend)."""
     handles, labels = ax.get_legend_handles_labels()
-    if handles:
+    if handles and show:
         ax.legend(handles, [_label(lbl) for lbl in labels], title="Method", fontsize="small")
+    elif ax.get_legend() is not None:
+        ax.get_legend().remove()
 
 
 def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure:
@@ -107,7 +111,8 @@ def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure
             ax = axes[row * len(metrics) + col]
             sns.barplot(part, x="method", y=value, hue="method", order=order, hue_order=order, palette=palette,
                         errorbar=ERRORBAR, capsize=0.2, legend=False, ax=ax)
-            sns.stripplot(part, x="method", y=value, order=order, color="black", size=3, ax=ax)
+            # No jitter: random jitter would make reruns produce different files.
+            sns.stripplot(part, x="method", y=value, order=order, color="black", size=3, jitter=False, ax=ax)
             if value == "speedup":
                 ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
             ax.set_xticks(range(len(order)), [_label(m) for m in order], rotation=30, ha="right")
@@ -201,7 +206,8 @@ def distillation_curves_figure(summary: pd.DataFrame, curves: pd.DataFrame, pale
             sns.lineplot(part, x="epoch", y=value, hue="method", hue_order=order, palette=palette,
                          errorbar=ERRORBAR, marker="o", ax=ax)
             ax.set(xlabel="Epoch", ylabel=ylabel, title=setting)
-            _relabel_legend(ax)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            _relabel_legend(ax, show=col == len(metrics) - 1)
     fig.suptitle(f"{title} (line: mean over seeds, band: std)")
     return fig
 
@@ -222,10 +228,12 @@ def active_patches_figure(active: pd.DataFrame, losses: pd.DataFrame, palette: d
             ax = axes[row * len(series) + col]
             part = frame[frame["dataset"].astype(str) + " / " + frame["teacher"].astype(str) == setting]
             order = ordered_methods(part["method"])
+            # Patch counts change in steps at the stopping iterations: draw them (and the band) as steps.
+            steps = {"drawstyle": "steps-post", "err_kws": {"step": "post"}} if value == "active_tokens" else {}
             sns.lineplot(part, x="iteration", y=value, hue="method", hue_order=order, palette=palette,
-                         errorbar=ERRORBAR, drawstyle="steps-post" if value == "active_tokens" else "default", ax=ax)
+                         errorbar=ERRORBAR, ax=ax, **steps)
             ax.set(xlabel="Iteration", ylabel=ylabel, title=setting)
-            _relabel_legend(ax)
+            _relabel_legend(ax, show=col == len(series) - 1)
     fig.suptitle(f"{title} (mean over seeds)")
     return fig
 
