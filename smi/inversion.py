@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -169,7 +169,9 @@ class InversionRun:
         seed: int = 0,
         device: torch.device | str = "cpu",
         progress: bool = True,
+        on_iteration: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     ) -> None:
+        self.on_iteration = on_iteration
         self.device = torch.device(device)
         self.teacher = teacher
         self.vit = TokenSubsetViT(teacher.model).to(self.device).eval()
@@ -271,6 +273,8 @@ class InversionRun:
                 x.copy_(torch.where(pix, torch.maximum(torch.minimum(x, self.upper), self.lower), frozen))
             losses[t] = loss.detach()
             active_tokens.append(int(active[0].sum()))
+            if self.on_iteration is not None:
+                self.on_iteration(t, x.detach(), active)
             if t in decisions:
                 step = self.policy.decide(t, active, scores, self.generator)
                 if step.emit is not None:

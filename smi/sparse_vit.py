@@ -271,5 +271,11 @@ def check_vit(model: nn.Module) -> None:
     proj = getattr(model.patch_embed, "proj", None)
     if not isinstance(proj, nn.Conv2d) or proj.kernel_size != proj.stride or proj.padding != (0, 0):
         raise SMIError("the ViT's patch embedding is not a non-overlapping convolution; not supported.")
+    img_size, patch_size = getattr(model.patch_embed, "img_size", None), model.patch_embed.patch_size
+    if img_size is not None and any(i % p for i, p in zip(img_size, patch_size)):
+        raise SMIError(
+            f"image size {tuple(img_size)} is not divisible by the patch size {tuple(patch_size)}; "
+            "choose an img_size that is a multiple of the patch size."
+        )
     if getattr(model.patch_embed, "dynamic_img_pad", False):
         raise SMIError("ViTs built with dynamic_img_pad=True are not supported; build with a fixed img_size.")

@@ -1,0 +1,142 @@
+"""The inversion loop: sparsity guarantees, schedule, determinism, FLOPs and memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smi.errors import SMIError
+from smi.inversion import InversionConfig, InversionRun, invert
+from smi.measure import count_flops, vit_block_flops_analytic
+from smi.policies import AttentionStopping, NoStopping, RandomStopping
+from smi.priors import PriorWeights, image_priors
+from smi.schedule import StoppingSchedule, active_tokens_per_iteration
+from smi.sparse_vit import TokenSubsetViT
+from tests.tiny import make_teacher, make_tiny_vit
+
+FAST = dict(batch_size=4, warmup_iterations=0)
+
+
+def test_stopped_patches_get_no_gradient_including_priors(tiny_teacher) -> None:
+    cfg = InversionConfig(iterations=1, tv_l2=1.0, tv_l1=1.0, l2=1.0, **FAST)
+    run = InversionRun(tiny_teacher, torch.arange(4), cfg)
+    active = torch.zeros(4, 64, dtype=torch.bool)
+    active[:, ::3] = True
+    x = torch.randn(4, 3, 32, 32, requires_grad=True)
+    from smi.augment import PatchJitter
+
+    loss, _, _ = run._loss(x, active, PatchJitter(1, 1, True), False)
+    loss.backward()
+    grad_per_patch = run.vit.patchify(x.grad).abs().flatten(2).sum(-1)
+    assert bool((grad_per_patch[~active] == 0).all())
+    assert bool((grad_per_patch[active] > 0).all())
+
+
+def test_stopped_patches_are_never_updated_after_stopping(tiny_teacher) -> None:
+    snapshots: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    cfg = InversionConfig(iterations=12, keep_best=False, **FAST)
+    policy = RandomStopping(StoppingSchedule((2, 5), (0.5, 0.5)))
+    run = InversionRun(tiny_teacher, torch.arange(4), cfg, policy, on_iteration=lambda t, x, a: snapshots.append((t, x.clone(), a.clone())))
+    result = run.run()[0]
+    vit = run.vit
+    final_active = snapshots[-1][2]
+    stopped = ~final_active
+    assert int(stopped[0].sum()) == 64 - 16
+    after_last_stop = [vit.patchify(x) for t, x, _ in snapshots if t > 5]
+    for later in after_last_stop[1:]:
+        torch.testing.assert_close(later[stopped], after_last_stop[0][stopped], rtol=0, atol=0)
+    # Active patches did keep changing.
+    assert not torch.equal(after_last_stop[-1][final_active], after_last_stop[0][final_active])
+    # Output: stopped patches are black, the mask is the final active set.
+    assert torch.equal(result.keep_masks.view(4, -1), final_active)
+    assert float(vit.patchify(result.images)[stopped].abs().max()) == 0.0
+
+
+def test_paper_schedule_kept_counts_on_14x14_grid() -> None:
+    assert StoppingSchedule().kept_counts(196) == [196, 137, 95, 66, 46]
+    teacher = make_teacher(make_tiny_vit(img_size=56, patch_size=4, embed_dim=16, depth=1, num_heads=1), img_size=56)
+    cfg = InversionConfig(iterations=8, **FAST)
+    schedule = StoppingSchedule((1, 2, 3, 4), (0.3,) * 4)
+    result = invert(teacher, torch.arange(4), cfg, AttentionStopping(schedule), progress=False)[0]
+    assert result.stats.active_tokens == [196, 196, 137, 95, 66, 46, 46, 46]
+    assert result.stats.active_tokens == active_tokens_per_iteration(schedule, 196, 8)
+    assert result.keep_masks.view(4, -1).sum(1).tolist() == [46] * 4
+
+
+@pytest.mark.parametrize(
+    "iterations,ratios,match",
+    [((50, 40), (0.3, 0.3), "strictly increasing"), ((10,), (1.0,), "outside"), ((10,), (0.0,), "outside"), ((1, 2), (0.3,), "ratios")],
+)
+def test_bad_schedules_are_clear_errors(iterations, ratios, match) -> None:
+    with pytest.raises(SMIError, match=match):
+        StoppingSchedule(iterations, ratios)
+
+
+def test_same_seed_same_images_other_seed_differs(tiny_teacher) -> None:
+    cfg = InversionConfig(iterations=6, **FAST)
+    policy = AttentionStopping(StoppingSchedule((1, 3), (0.3, 0.3)))
+    a = invert(tiny_teacher, torch.arange(4), cfg, policy, seed=3, progress=False)[0]
+    b = invert(tiny_teacher, torch.arange(4), cfg, policy, seed=3, progress=False)[0]
+    c = invert(tiny_teacher, torch.arange(4), cfg, policy, seed=4, progress=False)[0]
+    assert torch.equal(a.images, b.images) and torch.equal(a.keep_masks, b.keep_masks)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_images_are_in_pixel_range_and_loss_decreases(tiny_teacher) -> None:
+    cfg = InversionConfig(iterations=40, **FAST)
+    result = invert(tiny_teacher, torch.arange(4), cfg, NoStopping(), progress=False)[0]
+    assert float(result.images.min()) >= 0 and float(result.images.max()) <= 1
+    curve = result.stats.loss_curve
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5
+
+
+def test_dense_iteration_flops_match_analytic_vit_formula() -> None:
+    dim, depth, heads, mlp_ratio, classes, batch = 64, 3, 2, 4.0, 10, 2
+    model = make_tiny_vit(embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio, num_classes=classes)
+    teacher = make_teacher(model)
+    run = InversionRun(teacher, torch.arange(batch), InversionConfig(iterations=1, batch_size=batch, tv_l2=0.0, warmup_iterations=0))
+    active = torch.ones(batch, 64, dtype=torch.bool)
+    x = torch.randn(batch, 3, 32, 32, requires_grad=True)
+    from smi.augment import PatchJitter
+
+    measured = count_flops(lambda: run._loss(x, active, PatchJitter(), False)[0])
+    tokens, patch_dim = 65, 3 * 4 * 4
+    per_sample = depth * vit_block_flops_analytic(tokens, dim, int(dim * mlp_ratio))
+    per_sample += 2 * (2 * 64 * patch_dim * dim)  # patch projection, forward and input gradient
+    per_sample += 2 * (2 * dim * classes)  # head, forward and input gradient
+    analytic = batch * per_sample
+    assert abs(measured - analytic) / analytic < 0.02, (measured, analytic)
+
+
+def test_sparse_iteration_flops_fall_with_token_count(tiny_teacher) -> None:
+    cfg = InversionConfig(iterations=6, **FAST)
+    result = invert(tiny_teacher, torch.arange(4), cfg, AttentionStopping(StoppingSchedule((1, 3), (0.5, 0.5))), progress=False)[0]
+    by_tokens = result.stats.flops_by_tokens
+    assert sorted(by_tokens) == [16, 32, 64]
+    assert by_tokens[64] > by_tokens[32] > by_tokens[16] > 0
+    dense_run = invert(tiny_teacher, torch.arange(4), cfg, NoStopping(), progress=False)[0]
+    assert result.stats.flops_total < dense_run.stats.flops_total
+    assert result.stats.peak_memory_after_last_stop_bytes < dense_run.stats.peak_memory_after_last_stop_bytes
+    assert result.stats.peak_memory_bytes == dense_run.stats.peak_memory_bytes  # same first phase
+
+
+def test_priors_ignore_pairs_touching_stopped_pixels() -> None:
+    x = torch.zeros(1, 3, 8, 8)
+    x[..., 4:] = 5.0  # an edge between columns 3 and 4
+    mask = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    weights = PriorWeights(tv_l2=1.0)
+    assert float(image_priors(x, mask, weights)) > 0
+    mask[..., 4:] = False
+    assert float(image_priors(x, mask, weights)) == 0.0
+
+
+def test_bad_targets_are_clear_errors(tiny_teacher) -> None:
+    with pytest.raises(SMIError, match="class indices"):
+        InversionRun(tiny_teacher, torch.tensor([0, 10]), InversionConfig(iterations=1, **FAST))
+
+
+def test_bad_config_values_are_clear_errors() -> None:
+    with pytest.raises(SMIError, match="iterations"):
+        InversionConfig(iterations=0)
+    with pytest.raises(SMIError, match="jitter"):
+        InversionConfig(jitter=1.5)
