@@ -1,0 +1,130 @@
+# Shared helpers: config lookups, cross-reference checks, JSON arguments and target lists.
+
+import json
+import shlex
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+RUN = config["run"]
+R = f"results/{RUN}"
+# The same interpreter that runs Snakemake runs the jobs, on a laptop and on a cluster node.
+SMI = f"{shlex.quote(sys.executable)} -m smi"
+DEVICE = config["device"]
+THREADS = config["threads"]
+MEM_MB = config["mem_mb"]
+GPU = 1 if DEVICE.startswith("cuda") else 0
+PROGRESS = "" if config["progress"] else "--no-progress"
+EXTERNAL = config.get("external_methods", {})
+BITS = [tuple(b) for b in config["quantization"]["bits"]]
+STUDENTS = config["distillation"]["students"]
+
+
+def _check_config():
+    """Cross-references the JSON schema cannot express, each with a fix in the message."""
+    for exp in config["experiments"]:
+        where = f"experiment (dataset={exp['dataset']!r}, teacher={exp['teacher']!r})"
+        if exp["dataset"] not in config["datasets"]:
+            raise WorkflowError(f"{where}: unknown dataset id; define it under 'datasets' ({sorted(config['datasets'])}).")
+        if exp["teacher"] not in config["teachers"]:
+            raise WorkflowError(f"{where}: unknown teacher id; define it under 'teachers' ({sorted(config['teachers'])}).")
+        known = set(config["methods"]) | set(EXTERNAL)
+        for label in exp["methods"] + exp.get("distill", []):
+            if label not in known:
+                raise WorkflowError(f"{where}: unknown method label {label!r}; define it under 'methods' or 'external_methods' ({sorted(known)}).")
+        if distill_methods(exp) and not STUDENTS:
+            raise WorkflowError(f"{where}: distillation is requested but 'distillation: students:' is empty; add a student or set 'distill: []'.")
+    overlap = set(config["methods"]) & set(EXTERNAL)
+    if overlap:
+        raise WorkflowError(f"method labels {sorted(overlap)} are both in 'methods' and 'external_methods'; rename one.")
+
+
+def distill_methods(exp):
+    """Labels distilled for an experiment (default: all of its methods)."""
+    return exp["distill"] if "distill" in exp else exp["methods"]
+
+
+def as_json(value):
+    """A shell-quoted JSON argument."""
+    return shlex.quote(json.dumps(value, sort_keys=True))
+
+
+def dataset_spec(dataset_id):
+    spec = dict(config["datasets"][dataset_id])
+    return {"name": spec["name"], "root": spec.get("root"), "options": spec.get("options", {})}
+
+
+def teacher_spec(teacher_id):
+    return {k: v for k, v in config["teachers"][teacher_id].items() if v is not None and v != {}}
+
+
+def method_entry(label):
+    entry = config["methods"][label]
+    return entry.get("method") or label, entry.get("params", {})
+
+
+def experiment(dataset_id, teacher_id):
+    for exp in config["experiments"]:
+        if exp["dataset"] == dataset_id and exp["teacher"] == teacher_id:
+            return exp
+    raise WorkflowError(f"no experiment for dataset {dataset_id!r} and teacher {teacher_id!r}")
+
+
+def teacher_file(wildcards):
+    return f"{R}/teachers/{wildcards.dataset}/{wildcards.teacher}.pt"
+
+
+def image_set(wildcards, label=None):
+    label = label or wildcards.method
+    return f"{R}/images/{wildcards.dataset}/{wildcards.teacher}/{label}/seed{wildcards.seed}.pt"
+
+
+def inversion_metrics():
+    return [
+        f"{R}/images/{e['dataset']}/{e['teacher']}/{m}/seed{s}.json"
+        for e in config["experiments"] for m in e["methods"] for s in e["seeds"]
+    ]
+
+
+def image_sets():
+    return [p[: -len(".json")] + ".pt" for p in inversion_metrics()]
+
+
+def teacher_metrics():
+    pairs = sorted({(e["dataset"], e["teacher"]) for e in config["experiments"]})
+    return [f"{R}/teachers/{d}/{t}.json" for d, t in pairs]
+
+
+def quant_metrics():
+    return [
+        f"{R}/quant/{e['dataset']}/{e['teacher']}/{m}/w{w}a{a}/seed{s}.json"
+        for e in config["experiments"] if e["quantize"]
+        for m in e["methods"] for s in e["seeds"] for w, a in BITS
+    ]
+
+
+def distill_metrics():
+    return [
+        f"{R}/kd/{e['dataset']}/{e['teacher']}/{st}/{m}/seed{s}.json"
+        for e in config["experiments"] for m in distill_methods(e) for s in e["seeds"] for st in STUDENTS
+    ]
+
+
+def foreground_metrics():
+    return [f"{R}/foreground/{e['dataset']}/{e['teacher']}.json" for e in config["experiments"] if e["foreground"]]
+
+
+def all_metrics():
+    return teacher_metrics() + inversion_metrics() + quant_metrics() + distill_metrics() + foreground_metrics()
+
+
+_check_config()
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_.-]+",
+    teacher="[A-Za-z0-9_.-]+",
+    method="[A-Za-z0-9_.-]+",
+    student="[A-Za-z0-9_.-]+",
+    seed="[0-9]+",
+    wbits="[0-9]+",
+    abits="[0-9]+",

@@ -1,0 +1,46 @@
+# Inversion: one image set per method label, teacher and seed (registered Python methods).
+
+import re
+
+
+def _label_pattern(labels):
+    return "|".join(re.escape(l) for l in sorted(labels)) or "(?!x)x"
+
+
+rule invert:
+    input:
+        teacher=teacher_file,
+    output:
+        images=f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.pt",
+        metrics=f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.json",
+        grid=report(
+            f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.png",
+            caption="../report/inversion_grid.rst",
+            category="Inverted images",
+            subcategory="{dataset} / {teacher}",
+            labels={"method": "{method}", "seed": "{seed}"},
+        ),
+    wildcard_constraints:
+        method=_label_pattern(config["methods"]),
+    params:
+        method=lambda w: method_entry(w.method)[0],
+        method_params=lambda w: as_json(method_entry(w.method)[1]),
+        options=as_json(config["inversion"]["options"]),
+        dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
+        num_images=config["inversion"]["num_images"],
+        batch_size=config["inversion"]["batch_size"],
+        iterations=config["inversion"]["iterations"],
+    log:
+        f"{R}/logs/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.log",
+    threads: THREADS
+    resources:
+        mem_mb=MEM_MB,
+        runtime=240,
+        gpu=GPU,
+    shell:
+        "{SMI} invert --teacher {input.teacher} --teacher-id {wildcards.teacher}"
+        " --method {params.method} --method-params {params.method_params}"
+        " --num-images {params.num_images} --batch-size {params.batch_size} --iterations {params.iterations}"
+        " --inversion-config {params.options} --dataset-spec {params.dataset_spec} --seed {wildcards.seed}"
+        " --out {output.images} --metrics {output.metrics} --grid {output.grid}"
+        " --device {DEVICE} --threads {threads} {PROGRESS} > {log} 2>&1"

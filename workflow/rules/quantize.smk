@@ -1,0 +1,27 @@
+# Post-training quantization calibrated on each method's images, evaluated on the real test split.
+
+
+rule quantize:
+    input:
+        teacher=teacher_file,
+        images=image_set,
+    output:
+        f"{R}/quant/{{dataset}}/{{teacher}}/{{method}}/w{{wbits}}a{{abits}}/seed{{seed}}.json",
+    params:
+        dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
+        calib_size=config["quantization"]["calib_size"],
+        estimator=config["quantization"]["range_estimator"],
+        options=as_json(config["quantization"]["options"]),
+    log:
+        f"{R}/logs/quant/{{dataset}}/{{teacher}}/{{method}}/w{{wbits}}a{{abits}}/seed{{seed}}.log",
+    threads: THREADS
+    resources:
+        mem_mb=MEM_MB,
+        runtime=60,
+        gpu=GPU,
+    shell:
+        "{SMI} quantize --teacher {input.teacher} --teacher-id {wildcards.teacher}"
+        " --dataset-spec {params.dataset_spec} --calib-set {input.images} --calibration {wildcards.method}"
+        " --calib-size {params.calib_size} --w-bits {wildcards.wbits} --a-bits {wildcards.abits}"
+        " --range-estimator {params.estimator} --quant-config {params.options} --seed {wildcards.seed}"
+        " --out {output} --device {DEVICE} --threads {threads} {PROGRESS} > {log} 2>&1"

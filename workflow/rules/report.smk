@@ -1,0 +1,81 @@
+# Aggregation, paper-style tables and figures, and their report captions.
+
+TABLES = ["efficiency", "quantization", "distillation", "shapes"]
+FIGURES = ["speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches", "image_grid"]
+
+
+rule aggregate:
+    input:
+        all_metrics(),
+    output:
+        report(f"{R}/summary.csv", caption="../report/summary.rst", category="Summary"),
+    log:
+        f"{R}/logs/aggregate.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{SMI} aggregate --inputs {input} --out {output} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        f"{R}/summary.csv",
+    output:
+        **{
+            f"{name}_{ext}": report(
+                f"{R}/tables/{name}.{ext}",
+                caption=f"../report/{name}.rst",
+                category="Tables",
+                labels={"table": name, "format": ext},
+            )
+            for name in TABLES
+            for ext in ("md", "tex")
+        },
+    params:
+        target=config["report"]["target_fraction"],
+    log:
+        f"{R}/logs/tables.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{SMI} tables --summary {input} --out-dir {R}/tables --target-fraction {params.target} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        summary=f"{R}/summary.csv",
+        image_sets=image_sets(),
+    output:
+        **{
+            f"{name}_{ext}": report(
+                f"{R}/figures/{name}.{ext}",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+                labels={"figure": name, "format": ext},
+            )
+            for name in FIGURES
+            for ext in ("png", "svg")
+        },
+    params:
+        classes=config["report"]["grid_classes"],
+    log:
+        f"{R}/logs/figures.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "{SMI} figures --summary {input.summary} --image-sets {input.image_sets} --out-dir {R}/figures"
+        " --grid-classes {params.classes} > {log} 2>&1"
+
+
+def final_targets():
+    return (
+        [f"{R}/summary.csv"]
+        + [f"{R}/tables/{n}.{e}" for n in TABLES for e in ("md", "tex")]
+        + [f"{R}/figures/{n}.{e}" for n in FIGURES for e in ("png", "svg")]
+    )
