@@ -40,6 +40,7 @@ PANEL_SIZE = (4.2, 3.2)  # inches per panel: readable at paper column width
 MAX_PANEL_COLUMNS = 3
 PALETTE = "colorblind"
 ERRORBAR = "sd"  # seed spread, as in the tables
+SVG_HASH_SALT = "smi-report"
 
 
 def method_palette(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:
@@ -244,9 +245,9 @@ def save_figure(fig: Figure, out_dir: str | os.PathLike[str], name: str,
     written = []
     for fmt in formats:
         path = Path(out_dir) / f"{name}.{fmt}"
-        with atomic_path(path) as tmp:
-            # SVG metadata carries a date by default; drop it so reruns give identical files.
-            metadata = {"Date": None} if fmt == "svg" else None
+        # SVG carries a date and random element ids by default; fix both so reruns give identical files.
+        metadata = {"Date": None} if fmt == "svg" else None
+        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": SVG_HASH_SALT}):
             fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
         written.append(path)
     return written
