@@ -1,0 +1,104 @@
+"""Activation range estimators for post-training quantization.
+
+An observer watches the floating-point activations of one quantization point while the
+calibration images pass through the model, then turns what it saw into a per-tensor range:
+
+- ``minmax`` (PSAQ-ViT, Li et al., ECCV 2022, and the paper's default): the exact minimum and
+  maximum over all calibration activations;
+- ``percentile``: the lower/upper percentile of the activations, clipping rare outliers;
+- ``mse``: the clipped min/max range ``[a * min, a * max]`` whose fake quantization has the
+  smallest mean squared error on the activations, searched over a grid of ``a``.
+
+min/max is tracked exactly over every value. The percentile and MSE estimators work on a
+bounded, deterministic subsample of the values (every value until the buffer is full, then
+every other value, and so on), so the memory stays bounded on large models.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from smi.errors import SMIError
+from smi.quant.fake_quant import IntGrid, asymmetric_qparams, fake_quantize
+
+RANGE_ESTIMATORS: tuple[str, ...] = ("minmax", "percentile", "mse")
+# Values kept per quantization point for the percentile / MSE estimators (2^18 floats = 1 MiB).
+SAMPLE_CAPACITY = 2**18
+# Clipping factors searched by the MSE estimator: a in (MSE_MIN_FRACTION, 1], MSE_STEPS points.
+MSE_MIN_FRACTION = 0.3
+MSE_STEPS = 50
+
+
+class RangeObserver:
+    """Collects activation statistics of one quantization point and estimates its range.
+
+    Args:
+        estimator: One of :data:`RANGE_ESTIMATORS`.
+        percentile: Upper percentile (in (50, 100]) for the ``percentile`` estimator; the lower
+            end uses ``100 - percentile``.
+    """
+
+    def __init__(self, estimator: str = "minmax", percentile: float = 99.99) -> None:
+        if estimator not in RANGE_ESTIMATORS:
+            raise SMIError(f"unknown range estimator {estimator!r}; choose one of {list(RANGE_ESTIMATORS)}.")
+        self.estimator = estimator
+        self.percentile = float(percentile)
+        self.lo: torch.Tensor | None = None
+        self.hi: torch.Tensor | None = None
+        self.count = 0
+        self._sample: torch.Tensor | None = None
+        self._stride = 1
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Record a batch of activations (any shape)."""
+        flat = x.detach().float().reshape(-1)
+        if flat.numel() == 0:
+            return
+        lo, hi = flat.min(), flat.max()
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+        self.count += flat.numel()
+        if self.estimator != "minmax":
+            self._keep(flat)
+
+    def _keep(self, flat: torch.Tensor) -> None:
+        """Append a strided subsample of ``flat``; halve the buffer whenever it overflows."""
+        part = flat[:: self._stride].cpu()
+        self._sample = part if self._sample is None else torch.cat([self._sample, part])
+        while self._sample.numel() > SAMPLE_CAPACITY:
+            self._sample = self._sample[::2]
+            self._stride *= 2
+
+    def range(self, grid: IntGrid) -> tuple[torch.Tensor, torch.Tensor]:
+        """The estimated range ``(lo, hi)`` for quantization onto ``grid``.
+
+        Raises:
+            SMIError: If no activation was observed.
+        """
+        if self.lo is None or self.hi is None:
+            raise SMIError(
+                "a quantization point saw no calibration data; the calibration set did not reach every "
+                "layer (check that it is not empty and matches the model)."
+            )
+        if self.estimator == "minmax":
+            return self.lo, self.hi
+        assert self._sample is not None
+        sample = self._sample.to(self.lo.device)
+        if self.estimator == "percentile":
+            q = torch.tensor([100.0 - self.percentile, self.percentile], device=sample.device) / 100.0
+            lo, hi = torch.quantile(sample, q)
+            return lo, hi
+        return _mse_range(sample, self.lo, self.hi, grid)
+
+
+def _mse_range(
+    sample: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, grid: IntGrid
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clipped range [a * lo, a * hi] with the least fake-quantization MSE on ``sample``."""
+    best, best_err = (lo, hi), float("inf")
+    for a in torch.linspace(1.0, MSE_MIN_FRACTION, MSE_STEPS).tolist():
+        scale, zero_point = asymmetric_qparams(lo * a, hi * a, grid)
+        err = float((fake_quantize(sample, scale, zero_point, grid) - sample).pow(2).mean())
+        if err < best_err:
+            best, best_err = (lo * a, hi * a), err
+    return best
