@@ -306,3 +306,25 @@ def test_figures_cli_writes_png_and_svg(tmp_path):
     for name in names[:-1]:  # reruns are byte-identical (no jitter, no dates, fixed SVG ids)
         for ext in ("png", "svg"):
             assert (again / f"{name}.{ext}").read_bytes() == (out / f"{name}.{ext}").read_bytes(), name
+
+
+def test_records_missing_optional_keys_still_render():
+    from smi.report.aggregate import aggregate
+    from smi.report.figures import build_figures
+
+    records = [
+        ("a", {"kind": "inversion", "method": "ext", "time_per_image_s": 1.0}),
+        ("b", {"kind": "inversion", "dataset": "d", "teacher": "t", "method": "dense", "seed": 0,
+               "time_per_image_s": 2.0, "active_tokens": [4, 4]}),
+        ("c", {"kind": "quantization", "calibration": "smi", "top1": 50}),
+        ("d", {"kind": "distillation", "method": "smi", "final_top1": 3, "curve": [{"test_top1": 1}, {"test_top1": 3}]}),
+        ("e", {"kind": "foreground", "precision": 0.5}),
+        ("f", {"kind": "something_new", "x": [1]}),
+    ]
+    agg = aggregate(records)
+    assert agg.table("curves.csv")["epoch"].tolist() == [1, 2]  # epochs counted from 1 when absent
+    tables = build_tables(agg)
+    assert cell(tables["efficiency"], "Time / image (s)", method="ext")[0] == pytest.approx(1.0)
+    assert cell(tables["quantization"], "n/a W?/A? (%)", calibration="smi")[0] == pytest.approx(50.0)
+    assert "no dense-inversion student" in render_markdown(tables["distillation"])
+    assert set(build_figures(agg)) == {"speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches"}

@@ -31,7 +31,7 @@ from matplotlib.ticker import MaxNLocator
 from smi.io import atomic_path
 from smi.report.aggregate import Aggregate
 from smi.report.render import METHOD_LABELS
-from smi.report.stats import DENSE, ordered_methods, ratios_to_dense
+from smi.report.stats import DENSE, fill_keys, ordered_methods, ratios_to_dense
 
 FIGURE_NAMES: tuple[str, ...] = ("speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches")
 FORMATS: tuple[str, ...] = ("png", "svg")
@@ -74,10 +74,25 @@ def placeholder(title: str, reason: str) -> Figure:
     return fig
 
 
+# Keys every plotted frame needs; records that lack one get MISSING_KEY instead of a KeyError.
+FIGURE_KEYS: tuple[str, ...] = ("dataset", "teacher", "method", "calibration", "student")
+NUMERIC: tuple[str, ...] = ("w_bits", "a_bits", "seed")
+
+
+def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    frame = fill_keys(frame, FIGURE_KEYS)
+    for col in NUMERIC:
+        if col not in frame:
+            frame[col] = pd.NA
+    return frame
+
+
 def _kind(summary: pd.DataFrame, kind: str) -> pd.DataFrame:
     if summary.empty or "kind" not in summary:
         return pd.DataFrame()
-    return summary[summary["kind"] == kind].copy()
+    return _keyed(summary[summary["kind"] == kind])
 
 
 def _relabel_legend(ax, show: bool = True) -> None:
@@ -139,12 +154,10 @@ def _downstream(summary: pd.DataFrame) -> pd.DataFrame:
     parts = []
     dist = _kind(summary, "distillation")
     if not dist.empty and "final_top1" in dist:
-        parts.append(dist.assign(
-            setting="KD → " + dist.get("student", pd.Series("student", index=dist.index)).astype(str),
-            top1=dist["final_top1"]))
+        parts.append(dist.assign(setting="KD → " + dist["student"], top1=dist["final_top1"]))
     quant = _kind(summary, "quantization")
     if not quant.empty and "top1" in quant:
-        bits = "W" + quant["w_bits"].astype(str) + "/A" + quant["a_bits"].astype(str)
+        bits = "W" + quant["w_bits"].astype("string").fillna("?") + "/A" + quant["a_bits"].astype("string").fillna("?")
         parts.append(quant.assign(setting="PTQ " + bits, method=quant["calibration"]))
     if not parts:
         return pd.DataFrame()
@@ -193,8 +206,7 @@ def distillation_curves_figure(summary: pd.DataFrame, curves: pd.DataFrame, pale
     if curves.empty or "epoch" not in curves or "method" not in curves:
         return placeholder(title, "no distillation curves (curves.csv is empty).")
     curves = curves.copy()
-    student = curves["student"].astype(str) if "student" in curves else "student"
-    curves["setting"] = curves["dataset"].astype(str) + " / " + curves["teacher"].astype(str) + " → " + student
+    curves["setting"] = curves["dataset"] + " / " + curves["teacher"] + " → " + curves["student"]
     settings = list(dict.fromkeys(curves["setting"]))
     palette = palette or method_palette(curves["method"])
     metrics = [m for m in (("test_top1", "Test top-1 (%)"), ("train_loss", "Training loss")) if m[0] in curves]
@@ -261,9 +273,9 @@ def build_figures(agg: Aggregate) -> dict[str, Figure]:
     builders: dict[str, Callable[[], Figure]] = {
         "speedup": lambda: speedup_figure(summary, palette),
         "accuracy_vs_gflops": lambda: accuracy_vs_gflops_figure(summary, palette),
-        "distillation_curves": lambda: distillation_curves_figure(summary, agg.table("curves.csv"), palette),
-        "active_patches": lambda: active_patches_figure(agg.table("active_tokens.csv"), agg.table("loss_curves.csv"),
-                                                        palette),
+        "distillation_curves": lambda: distillation_curves_figure(summary, _keyed(agg.table("curves.csv")), palette),
+        "active_patches": lambda: active_patches_figure(_keyed(agg.table("active_tokens.csv")),
+                                                        _keyed(agg.table("loss_curves.csv")), palette),
     }
     with sns.axes_style("whitegrid"):
         return {name: build() for name, build in builders.items()}

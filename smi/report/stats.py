@@ -20,6 +20,17 @@ LEADING_METHODS: tuple[str, ...] = ("noise", "real", "dense", "smi")
 DENSE = "dense"
 # Matched-pair key for ratios against dense (see the module docstring).
 PAIR_KEYS: tuple[str, ...] = ("dataset", "teacher", "seed")
+# Shown for a key a record lacks: a NaN key would never match itself in a join or group.
+MISSING_KEY = "n/a"
+
+
+def fill_keys(frame: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:
+    """A copy with every key column present, as strings, missing values as :data:`MISSING_KEY`."""
+    frame = frame.copy()
+    for key in keys:
+        column = frame[key].astype("string").fillna(MISSING_KEY) if key in frame else MISSING_KEY
+        frame[key] = pd.Series(column, index=frame.index).astype(str) if len(frame) else pd.Series(dtype=str)
+    return frame
 
 
 def method_sort_key(method: object) -> tuple[int, str]:

@@ -24,11 +24,10 @@ import pandas as pd
 from smi.errors import SMIError
 from smi.report.aggregate import Aggregate
 from smi.report.render import HIGHER, LOWER, Column, Table, write_table
-from smi.report.stats import DENSE, method_sort_key, ratios_to_dense, seed_stats, first_epoch_reaching
+from smi.report.stats import DENSE, MISSING_KEY, fill_keys, first_epoch_reaching, method_sort_key, ratios_to_dense, seed_stats
 
 # Fraction of the dense student's final top-1 that "epochs to reach" refers to.
 DEFAULT_TARGET_FRACTION = 0.95
-MISSING_KEY = "n/a"
 BYTES_PER_MIB = 2**20
 SHAPES_DATASET = "shapes"
 TABLE_NAMES: tuple[str, ...] = ("efficiency", "quantization", "distillation", "shapes")
@@ -46,11 +45,7 @@ def _records(summary: pd.DataFrame, kind: str, keys: tuple[str, ...]) -> pd.Data
     """Rows of one kind with every key column present and filled (NaN keys never match)."""
     if summary.empty or "kind" not in summary:
         return pd.DataFrame(columns=list(keys))
-    frame = summary[summary["kind"] == kind].copy()
-    for key in keys:
-        frame[key] = frame[key].astype("string").fillna(MISSING_KEY) if key in frame else MISSING_KEY
-        frame[key] = frame[key].astype(str)
-    return frame
+    return fill_keys(summary[summary["kind"] == kind], keys)
 
 
 def _empty(name: str, title: str, index: tuple[str, ...], reason: str) -> Table:
