@@ -70,6 +70,11 @@ def experiment(dataset_id, teacher_id):
     raise WorkflowError(f"no experiment for dataset {dataset_id!r} and teacher {teacher_id!r}")
 
 
+def num_images(wildcards):
+    """Images per method and seed: the experiment's own count or the global one."""
+    return experiment(wildcards.dataset, wildcards.teacher).get("num_images") or config["inversion"]["num_images"]
+
+
 def teacher_file(wildcards):
     return f"{R}/teachers/{wildcards.dataset}/{wildcards.teacher}.pt"
 

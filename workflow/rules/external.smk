@@ -3,6 +3,12 @@
 # same metrics record as `smi invert`, so the evaluators, tables and report pick it up.
 
 
+def external_command(label):
+    """The method's command with {python} (this interpreter) and {repo} (the workflow's folder) filled in."""
+    command = EXTERNAL[label]["command"]
+    return command.replace("{python}", sys.executable).replace("{repo}", str(workflow.basedir))
+
+
 rule invert_external:
     input:
         teacher=teacher_file,
@@ -13,8 +19,8 @@ rule invert_external:
     wildcard_constraints:
         method=_label_pattern(EXTERNAL),
     params:
-        command=lambda w: shlex.quote(EXTERNAL[w.method]["command"]),
-        num_images=config["inversion"]["num_images"],
+        command=lambda w: shlex.quote(external_command(w.method)),
+        num_images=num_images,
     log:
         f"{R}/logs/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.log",
     threads: THREADS

@@ -27,7 +27,7 @@ rule invert:
         method_params=lambda w: as_json(method_entry(w.method)[1]),
         options=as_json(config["inversion"]["options"]),
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
-        num_images=config["inversion"]["num_images"],
+        num_images=num_images,
         batch_size=config["inversion"]["batch_size"],
         iterations=config["inversion"]["iterations"],
     log:

@@ -1,0 +1,148 @@
+"""End to end: the CI config through the whole Snakemake DAG, caching, reruns and the report."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+CI_CONFIG = REPO / "config" / "ci.yaml"
+METHODS = ["noise", "real", "dense", "smi", "smi-random", "pri", "psaq", "psaq-smi", "toy-external"]
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run Snakemake in ``workdir`` and return the finished process."""
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, timeout=1500
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Job counts per rule from a dry run's "Job stats" table."""
+    counts: dict[str, int] = {}
+    in_stats = False
+    for line in output.splitlines():
+        if line.startswith("Job stats"):
+            in_stats = True
+            continue
+        if in_stats:
+            match = re.match(r"^([A-Za-z_]+)\s+(\d+)$", line.strip())
+            if match and match.group(1) != "total":
+                counts[match.group(1)] = int(match.group(2))
+            elif line.strip().startswith("total"):
+                break
+    return counts
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("ci-workflow")
+    snakemake(workdir, "--cores", "2", "--configfile", str(CI_CONFIG))
+    return workdir
+
+
+def test_every_method_reaches_every_table(ci_run: Path) -> None:
+    run = ci_run / "results" / "ci"
+    summary = pd.read_csv(run / "summary.csv")
+    inversions = summary[summary["kind"] == "inversion"]
+    assert set(METHODS) <= set(inversions["method"])
+    synthesizing = [m for m in METHODS if m not in ("noise", "real")]
+    for table, expected in (("efficiency", synthesizing), ("quantization", METHODS), ("distillation", METHODS)):
+        text = (run / "tables" / f"{table}.md").read_text()
+        for method in expected:
+            assert method in text, f"{method} missing from the {table} table"
+    shapes = (run / "tables" / "shapes.md").read_text()
+    assert "precision" in shapes.lower()
+    for figure in ("speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches", "image_grid"):
+        assert (run / "figures" / f"{figure}.png").stat().st_size > 1000
+        assert (run / "figures" / f"{figure}.svg").stat().st_size > 1000
+
+
+def test_inversion_records_have_costs_and_provenance(ci_run: Path) -> None:
+    import json
+
+    record = json.loads((ci_run / "results/ci/images/digits/vit-xs/smi/seed0.json").read_text())
+    assert record["kind"] == "inversion" and record["method"] == "smi"
+    assert record["flops_total"] > 0 and record["wall_time_s"] > 0
+    assert record["active_tokens"][0] == 16 and record["active_tokens"][-1] < 16
+    assert {"git_commit", "torch", "timm", "device", "threads", "config_hash", "seed"} <= set(record["provenance"])
+    dense = json.loads((ci_run / "results/ci/images/digits/vit-xs/dense/seed0.json").read_text())
+    assert record["gflops_per_image"] < dense["gflops_per_image"]
+
+
+def test_rerun_after_finish_does_nothing(ci_run: Path) -> None:
+    proc = snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(CI_CONFIG))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changing_one_method_reruns_only_its_dependents(ci_run: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load(CI_CONFIG.read_text())
+    config["methods"]["smi"]["params"]["ratio"] = 0.5
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    proc = snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(changed))
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    # smi runs on digits and shapes: two inversions, two quantizations, two distillations.
+    assert jobs.get("invert") == 2, jobs
+    assert jobs.get("quantize") == 2, jobs
+    assert jobs.get("distill") == 2, jobs
+    assert "train_teacher" not in jobs and "invert_external" not in jobs and "foreground" not in jobs
+
+
+def test_missing_output_resumes_only_that_branch(ci_run: Path) -> None:
+    target = ci_run / "results/ci/quant/digits/vit-xs/pri/w8a8/seed0.json"
+    saved = target.read_bytes()
+    target.unlink()
+    try:
+        jobs = planned_jobs((p := snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(CI_CONFIG))).stdout + p.stderr)
+        assert jobs.get("quantize") == 1 and "invert" not in jobs, jobs
+    finally:
+        target.write_bytes(saved)
+
+
+def test_html_report_is_built(ci_run: Path) -> None:
+    report = ci_run / "results" / "ci" / "report.html"
+    snakemake(ci_run, "--configfile", str(CI_CONFIG), "--report", str(report))
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 10_000
+    assert "efficiency" in html.lower() and "speed" in html.lower()
+
+
+def test_unknown_config_key_is_named(tmp_path: Path) -> None:
+    config = yaml.safe_load(CI_CONFIG.read_text())
+    config["inversion"]["iteratons"] = 5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0
+    assert "iteratons" in proc.stdout + proc.stderr
+
+
+def test_unknown_method_label_is_named(tmp_path: Path) -> None:
+    config = yaml.safe_load(CI_CONFIG.read_text())
+    config["experiments"][0]["methods"].append("smi-typo")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0
+    assert "smi-typo" in proc.stdout + proc.stderr
+
+
+def test_paper_config_dry_run_lists_the_full_dag(tmp_path: Path) -> None:
+    proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"))
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs["invert"] == 4 * 8 * 3 + 4 * 4  # ImageNet: 4 teachers x 8 methods x 3 seeds; KD: 4 x 4
+    assert jobs["quantize"] == 4 * 8 * 3 * 3  # x 3 bit-widths
+    assert jobs["train_teacher"] == 8
