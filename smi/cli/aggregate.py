@@ -6,9 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from smi.errors import SMIError
-from smi.report.aggregate import aggregate_files, find_metrics, write_aggregate
-
 COMMAND = "aggregate"
 HELP = "Collect metrics JSON files into summary.csv (and curves.csv, active_tokens.csv, loss_curves.csv beside it)."
 
@@ -23,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Aggregate and write the tables."""
+    from smi.errors import SMIError
+    from smi.report.aggregate import aggregate_files, find_metrics, write_aggregate
+
     if args.root is not None:
         paths = find_metrics(args.root)
         if not paths:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smi.io import atomic_path
-from smi.report.compare import Tolerance, compare_runs, format_comparison
-from smi.report.tables import DEFAULT_TARGET_FRACTION
+from smi.report.defaults import DEFAULT_TARGET_FRACTION
 
 COMMAND = "compare"
 HELP = ("Print the table cells that differ between two runs (RUN_B - RUN_A); always exits 0. "
@@ -29,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compare and print."""
+    from smi.io import atomic_path
+    from smi.report.compare import Tolerance, compare_runs, format_comparison
+
     diff = compare_runs(args.run_a, args.run_b, Tolerance(args.atol, args.rtol), args.target_fraction)
     print(format_comparison(diff, show_all=args.all))
     if args.out is not None:

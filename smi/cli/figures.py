@@ -6,9 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from smi.report.aggregate import read_aggregate
-from smi.report.figures import build_figures, save_figure
-from smi.report.grids import DEFAULT_NUM_CLASSES, image_grid_figure, load_image_sets
+from smi.report.defaults import DEFAULT_GRID_CLASSES
 
 COMMAND = "figures"
 HELP = ("Write speedup, accuracy_vs_gflops, distillation_curves, active_patches (.png, .svg) from summary.csv, "
@@ -23,12 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for the figure files")
     parser.add_argument("--image-sets", nargs="+", type=Path, default=None, metavar="PT",
                         help="image-set files (one per method, plus one made by the 'real' method) for image_grid")
-    parser.add_argument("--grid-classes", type=int, default=DEFAULT_NUM_CLASSES,
+    parser.add_argument("--grid-classes", type=int, default=DEFAULT_GRID_CLASSES,
                         help="number of classes (columns) in image_grid (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build and save the figures."""
+    from smi.report.aggregate import read_aggregate
+    from smi.report.figures import build_figures, save_figure
+    from smi.report.grids import image_grid_figure, load_image_sets
+
     figures = build_figures(read_aggregate(args.summary))
     if args.image_sets:
         figures[GRID_NAME] = image_grid_figure(load_image_sets(args.image_sets), args.grid_classes)

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from smi.report.aggregate import read_aggregate
-from smi.report.tables import DEFAULT_TARGET_FRACTION, build_tables, write_tables
+from smi.report.defaults import DEFAULT_TARGET_FRACTION
 
 COMMAND = "tables"
 HELP = ("Write efficiency, quantization, distillation and shapes tables (.md, .tex, .html) from summary.csv; "
@@ -25,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build and write the tables."""
+    from smi.report.aggregate import read_aggregate
+    from smi.report.tables import build_tables, write_tables
+
     tables = build_tables(read_aggregate(args.summary), args.target_fraction)
     written = write_tables(tables, args.out_dir)
     print(f"wrote {len(written)} table files to {args.out_dir}", file=sys.stderr)

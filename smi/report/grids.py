@@ -20,10 +20,10 @@ from matplotlib.figure import Figure
 
 from smi.errors import SMIError
 from smi.imageset import ImageSet
+from smi.report.defaults import DEFAULT_GRID_CLASSES
 from smi.report.render import METHOD_LABELS
 from smi.report.stats import method_sort_key
 
-DEFAULT_NUM_CLASSES = 6
 CELL_INCHES = 1.3
 LABEL_INCHES = 1.6  # room for the row labels left of the first column
 REAL = "real"
@@ -48,7 +48,7 @@ def _row_labels(sets: Sequence[ImageSet]) -> list[str]:
     return labels
 
 
-def choose_classes(sets: Sequence[ImageSet], num_classes: int = DEFAULT_NUM_CLASSES) -> list[int]:
+def choose_classes(sets: Sequence[ImageSet], num_classes: int = DEFAULT_GRID_CLASSES) -> list[int]:
     """The ``num_classes`` classes present in the most sets (ties: lowest label first)."""
     presence = Counter(c for s in sets for c in set(s.targets.tolist()))
     ranked = sorted(presence, key=lambda c: (-presence[c], c))
@@ -61,7 +61,7 @@ def _to_display(image: np.ndarray) -> np.ndarray:
     return image[0] if image.shape[0] == 1 else np.transpose(image, (1, 2, 0))
 
 
-def image_grid_figure(sets: Sequence[ImageSet], num_classes: int = DEFAULT_NUM_CLASSES,
+def image_grid_figure(sets: Sequence[ImageSet], num_classes: int = DEFAULT_GRID_CLASSES,
                       class_names: Sequence[str] | None = None) -> Figure:
     """One row per image set (real first, then methods in table order), one column per class.
 

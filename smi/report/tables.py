@@ -23,11 +23,10 @@ import pandas as pd
 
 from smi.errors import SMIError
 from smi.report.aggregate import Aggregate
+from smi.report.defaults import DEFAULT_TARGET_FRACTION
 from smi.report.render import HIGHER, LOWER, Column, Table, write_table
 from smi.report.stats import DENSE, MISSING_KEY, fill_keys, first_epoch_reaching, method_sort_key, ratios_to_dense, seed_stats
 
-# Fraction of the dense student's final top-1 that "epochs to reach" refers to.
-DEFAULT_TARGET_FRACTION = 0.95
 BYTES_PER_MIB = 2**20
 SHAPES_DATASET = "shapes"
 TABLE_NAMES: tuple[str, ...] = ("efficiency", "quantization", "distillation", "shapes")
