@@ -328,3 +328,17 @@ def test_records_missing_optional_keys_still_render():
     assert cell(tables["quantization"], "n/a W?/A? (%)", calibration="smi")[0] == pytest.approx(50.0)
     assert "no dense-inversion student" in render_markdown(tables["distillation"])
     assert set(build_figures(agg)) == {"speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches"}
+
+
+def test_budgeted_distillation_and_unnamed_foreground(agg):
+    summary = agg.summary.copy()
+    is_kd = summary["kind"] == "distillation"
+    summary.loc[is_kd, "budget_gflops"] = 20.0
+    summary.loc[summary["kind"] == "foreground", "method"] = None
+    tables = build_tables(type(agg)(summary, agg.long))
+    table = tables["distillation"]
+    assert "budget" in table.index
+    assert cell(table, "Top-1 (%)", method="smi", budget="20 GFLOPs of inversion")[0] == pytest.approx(63.5)
+    assert "Image budget: 20 GFLOPs of inversion" in render_markdown(table)
+    # a foreground record without a method scores SMI's attention policy
+    assert cell(tables["shapes"], "FG precision (%)", method="smi")[0] == pytest.approx(190.0 / 3.0)  # (80 + 70 + 40) / 3

@@ -32,6 +32,7 @@ from smi.io import atomic_path
 from smi.report.aggregate import Aggregate
 from smi.report.render import METHOD_LABELS
 from smi.report.stats import DENSE, fill_keys, ordered_methods, ratios_to_dense
+from smi.report.tables import BUDGET_COLUMN, budget_labels
 
 FIGURE_NAMES: tuple[str, ...] = ("speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches")
 FORMATS: tuple[str, ...] = ("png", "svg")
@@ -154,7 +155,8 @@ def _downstream(summary: pd.DataFrame) -> pd.DataFrame:
     parts = []
     dist = _kind(summary, "distillation")
     if not dist.empty and "final_top1" in dist:
-        parts.append(dist.assign(setting="KD → " + dist["student"], top1=dist["final_top1"]))
+        budget = " (" + budget_labels(dist) + ")" if BUDGET_COLUMN in dist else ""
+        parts.append(dist.assign(setting="KD → " + dist["student"] + budget, top1=dist["final_top1"]))
     quant = _kind(summary, "quantization")
     if not quant.empty and "top1" in quant:
         bits = "W" + quant["w_bits"].astype("string").fillna("?") + "/A" + quant["a_bits"].astype("string").fillna("?")
@@ -207,6 +209,10 @@ def distillation_curves_figure(summary: pd.DataFrame, curves: pd.DataFrame, pale
         return placeholder(title, "no distillation curves (curves.csv is empty).")
     curves = curves.copy()
     curves["setting"] = curves["dataset"] + " / " + curves["teacher"] + " → " + curves["student"]
+    dist = _kind(summary, "distillation")
+    if BUDGET_COLUMN in dist and "source" in curves and "source" in dist:
+        budgets = dict(zip(dist["source"], budget_labels(dist)))
+        curves["setting"] += " (" + curves["source"].map(budgets).fillna("fixed image count") + ")"
     settings = list(dict.fromkeys(curves["setting"]))
     palette = palette or method_palette(curves["method"])
     metrics = [m for m in (("test_top1", "Test top-1 (%)"), ("train_loss", "Training loss")) if m[0] in curves]

@@ -29,6 +29,7 @@ INDEX_LABELS: dict[str, str] = {
     "student": "Student",
     "method": "Method",
     "calibration": "Calibration",
+    "budget": "Image budget",
 }
 # Paper names of the methods this suite ships; any other name is shown as written.
 METHOD_LABELS: dict[str, str] = {

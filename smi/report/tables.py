@@ -29,6 +29,10 @@ from smi.report.stats import DENSE, MISSING_KEY, fill_keys, first_epoch_reaching
 
 BYTES_PER_MIB = 2**20
 SHAPES_DATASET = "shapes"
+BUDGET_COLUMN = "budget_gflops"  # distillation at an equal inversion-FLOPs budget (smi distill --budget-gflops)
+# A foreground record scores SMI's CLS-attention stopping against random stopping on real
+# images; records that do not name a method are labelled with this one.
+FOREGROUND_DEFAULT_METHOD = "smi"
 TABLE_NAMES: tuple[str, ...] = ("efficiency", "quantization", "distillation", "shapes")
 # Real data is an upper reference, not a data-free competitor: never set in bold.
 REFERENCE_METHODS: tuple[str, ...] = ("real",)
@@ -45,6 +49,13 @@ def _records(summary: pd.DataFrame, kind: str, keys: tuple[str, ...]) -> pd.Data
     if summary.empty or "kind" not in summary:
         return pd.DataFrame(columns=list(keys))
     return fill_keys(summary[summary["kind"] == kind], keys)
+
+
+def budget_labels(frame: pd.DataFrame) -> pd.Series:
+    """Per-row image budget: ``"<g> GFLOPs"`` or ``"fixed image count"`` without a budget."""
+    values = pd.to_numeric(frame[BUDGET_COLUMN], errors="coerce") if BUDGET_COLUMN in frame else pd.Series(
+        np.nan, index=frame.index)
+    return values.map(lambda v: f"{v:g} GFLOPs of inversion" if pd.notna(v) else "fixed image count")
 
 
 def _empty(name: str, title: str, index: tuple[str, ...], reason: str) -> Table:
@@ -170,12 +181,16 @@ def distillation_table(summary: pd.DataFrame, curves: pd.DataFrame,
     """
     if not 0.0 < target_fraction <= 1.0:
         raise SMIError(f"target fraction {target_fraction} must lie in (0, 1], e.g. 0.95.")
-    index = ("dataset", "teacher", "student", "method")
-    group = ("dataset", "teacher", "student")
     title = "Knowledge transfer: student top-1 accuracy (%) after distillation on synthetic images"
-    dist = _records(summary, "distillation", index)
+    budgeted = BUDGET_COLUMN in summary and pd.to_numeric(summary[BUDGET_COLUMN], errors="coerce").notna().any()
+    # Students trained at an equal inversion-FLOPs budget are compared only with each other.
+    group = ("dataset", "teacher", "student", "budget") if budgeted else ("dataset", "teacher", "student")
+    index = (*group, "method")
+    dist = _records(summary, "distillation", ("dataset", "teacher", "student", "method"))
     if dist.empty:
         return _empty("distillation", title, index, "no distillation records in this run.")
+    if budgeted:
+        dist["budget"] = budget_labels(dist)
     top1 = Column("Top-1 (%)", HIGHER, 2)
     epochs = Column(f"Epochs to {100 * target_fraction:g}% of dense", LOWER, 1)
     cells = [_cells(dist, index, "final_top1", top1.label)]
@@ -234,7 +249,11 @@ def shapes_table(summary: pd.DataFrame) -> Table:
     index = ("dataset", "teacher", "method")
     group = ("dataset", "teacher")
     title = "Shapes: where the kept patches lie, and the background-shortcut gap"
-    fg = _records(summary, "foreground", index)
+    fg = summary[summary["kind"] == "foreground"] if "kind" in summary else pd.DataFrame()
+    if not fg.empty:
+        fg = fg.assign(method=fg["method"].fillna(FOREGROUND_DEFAULT_METHOD) if "method" in fg
+                       else FOREGROUND_DEFAULT_METHOD)
+    fg = fill_keys(fg, index)
     dist = _records(summary, "distillation", (*index, "student"))
     if not dist.empty:
         dist = dist[(dist["dataset"] == SHAPES_DATASET)]
