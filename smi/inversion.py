@@ -214,6 +214,17 @@ class InversionRun:
             scores.scatter_(1, positions, out.cls_attention.float())
         return per_sample.mean(), per_sample.detach(), scores
 
+    def step_flops(self, count: int, scoring: bool = False) -> int:
+        """FLOPs of one forward+backward step with ``count`` active patches per sample."""
+        mask = torch.zeros(self.shape[0], self.vit.num_patches, dtype=torch.bool, device=self.device)
+        mask[:, :count] = True
+        enabled, self.measure.enabled = self.measure.enabled, True
+        try:
+            self._measure(mask, scoring)
+        finally:
+            self.measure.enabled = enabled
+        return self.measure.flops[(count, scoring)]
+
     def _measure(self, active: torch.Tensor, scoring: bool) -> None:
         """Count FLOPs and saved bytes of one step at this active count (untimed)."""
         if not self.measure.enabled:

@@ -115,14 +115,23 @@ def available_methods() -> list[str]:
     return sorted(_METHODS)
 
 
+def method_class(name: str) -> type[InversionMethod]:
+    """The class registered under ``name``.
+
+    Raises:
+        SMIError: For an unknown name (the message lists the registered ones).
+    """
+    _load_plugins()
+    if name not in _METHODS:
+        raise SMIError(f"unknown method {name!r}; registered methods are {sorted(_METHODS)}.")
+    return _METHODS[name]
+
+
 def create_method(name: str, params: dict[str, Any] | None = None) -> InversionMethod:
     """Instantiate a registered method with parameters from config.
 
     Raises:
         SMIError: For an unknown method name or parameter key.
     """
-    _load_plugins()
-    if name not in _METHODS:
-        raise SMIError(f"unknown method {name!r}; registered methods are {sorted(_METHODS)}.")
-    cls = _METHODS[name]
+    cls = method_class(name)
     return cls(from_dict(cls.Params, params, f"parameters of method {name!r}"))
