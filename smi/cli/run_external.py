@@ -1,0 +1,216 @@
+"""``smi run-external``: wrap any command that writes an image-set file as a suite method.
+
+An external inversion method (another repository, another language) becomes a baseline by
+writing the image-set file format of :mod:`smi.imageset` from a shell command. This step fills
+the command template's placeholders, runs it and times its wall clock, validates the produced
+file against the teacher, fills in the suite's metadata (method name, teacher description,
+seed, config hash), re-saves the set atomically at ``--out`` and writes an inversion metrics
+record with the same keys as ``smi invert``, so evaluators, tables and the report treat it
+like any registered method.
+
+The command writes to a temporary path (its ``{out}``), never to ``--out`` itself, so a failed
+or invalid run leaves no file that the workflow would take as finished. FLOPs are unknown
+unless the external method records ``flops_total`` in its metadata; memory is not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import string
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smi.config import config_hash
+from smi.errors import SMIError
+
+COMMAND = "run-external"
+HELP = "Run an external inversion command that writes an image-set file, validate it and record its cost."
+
+#: Placeholders a command template may use, and what they stand for.
+PLACEHOLDERS: dict[str, str] = {
+    "teacher": "path of the teacher file",
+    "out": "path the command must write the image-set file to",
+    "num_images": "number of images to produce",
+    "seed": "seed of the job",
+    "num_classes": "teacher's class count",
+    "img_size": "teacher's input side in pixels",
+    "patch_size": "teacher's patch side in pixels",
+    "device": "the --device value (cpu, cuda, cuda:N)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True, help="method name used in metadata, metrics and tables")
+    parser.add_argument(
+        "--command",
+        required=True,
+        help="shell command template; placeholders: " + ", ".join("{" + k + "}" for k in PLACEHOLDERS) + " ({{ }} for braces)",
+    )
+    parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
+    parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: model name)")
+    parser.add_argument("--num-images", type=int, required=True, help="images the command must produce")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="image-set file to write (.pt)")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--grid", default=None, help="PNG grid of the images to write")
+    parser.add_argument("--device", default="cpu", help="device handed to the command as {device} and recorded in provenance")
+
+
+def render_command(template: str, values: dict[str, Any]) -> str:
+    """Fill the template's placeholders with shell-quoted values.
+
+    Raises:
+        SMIError: For an unknown, positional or malformed placeholder.
+    """
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise SMIError(f"command template {template!r} is malformed ({exc}); write literal braces as {{{{ and }}}}.") from exc
+    unknown = sorted({f for f in fields if f not in PLACEHOLDERS})
+    if unknown:
+        raise SMIError(
+            f"command template uses unknown placeholder(s) {unknown}; valid ones are "
+            f"{['{' + k + '}' for k in PLACEHOLDERS]} (write literal braces as {{{{ and }}}})."
+        )
+    return template.format_map({k: shlex.quote(str(v)) for k, v in values.items()})
+
+
+def validate(image_set: Any, teacher: Any, grid_size: tuple[int, int], num_images: int) -> Any:
+    """Check a produced set against the teacher and the request; returns the first ``num_images``.
+
+    Pixels outside the keep masks are set to 0 (the format's "stopped patches are black"); the
+    evaluators never read them.
+
+    Raises:
+        SMIError: Wrong sizes or labels, too few images, values outside [0, 1], empty masks.
+    """
+    from smi.imageset import ImageSet
+
+    image_set.check_compatible(teacher.num_classes, teacher.input_size, grid_size)
+    if len(image_set) < num_images:
+        raise SMIError(f"the external command produced {len(image_set)} images but {num_images} were requested.")
+    images = image_set.images
+    if not bool(torch.isfinite(images).all()) or float(images.min()) < 0 or float(images.max()) > 1:
+        raise SMIError(
+            "the external command's images are not all finite values in [0, 1]; the image-set format stores "
+            "pixel-space images (denormalise and clip before saving)."
+        )
+    masks = image_set.keep_masks
+    if not bool(masks.flatten(1).any(1).all()):
+        raise SMIError("an image of the external set keeps no patch at all; every image needs at least one kept patch.")
+    ph, pw = teacher.input_size[1] // grid_size[0], teacher.input_size[2] // grid_size[1]
+    pixel_mask = masks.repeat_interleave(ph, 1).repeat_interleave(pw, 2).unsqueeze(1)
+    images = images * pixel_mask.to(images.dtype)
+    return ImageSet(images[:num_images], masks[:num_images], image_set.targets[:num_images], dict(image_set.metadata))
+
+
+def run(args: argparse.Namespace) -> int:
+    from smi.imageset import ImageSet
+    from smi.io import provenance, write_json
+    from smi.sparse_vit import TokenSubsetViT
+    from smi.synthesize import teacher_description
+    from smi.teachers import load_teacher
+
+    if args.num_images < 1:
+        raise SMIError(f"--num-images must be >= 1, got {args.num_images}.")
+    teacher = load_teacher(args.teacher, device="cpu")
+    vit = TokenSubsetViT(teacher.model)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, raw_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".external.pt", dir=out.parent)
+    os.close(fd)
+    raw = Path(raw_name)
+    raw.unlink()  # the command must create it; an empty leftover would hide a silent failure
+    values = {
+        "teacher": args.teacher, "out": raw, "num_images": args.num_images, "seed": args.seed,
+        "num_classes": teacher.num_classes, "img_size": teacher.input_size[1], "patch_size": vit.patch_size[0],
+        "device": args.device,
+    }  # fmt: skip
+    command = render_command(args.command, values)
+    try:
+        start = time.perf_counter()
+        completed = subprocess.run(command, shell=True, check=False)
+        wall = time.perf_counter() - start
+        if completed.returncode != 0:
+            raise SMIError(f"external method {args.name!r} failed with exit status {completed.returncode}: {command}")
+        if not raw.is_file():
+            raise SMIError(f"external method {args.name!r} exited without writing the image-set file its {{out}} names: {command}")
+        produced_set = ImageSet.load(raw)
+        produced = len(produced_set)
+        image_set = validate(produced_set, teacher, vit.grid_size, args.num_images)
+    finally:
+        if raw.exists():
+            raw.unlink()
+
+    teacher_id = args.teacher_id or teacher.model_name
+    chash = config_hash({"method": args.name, "command": args.command}, teacher.model_name, teacher.dataset, args.num_images)
+    external = dict(image_set.metadata)
+    suite = {
+        "method": args.name,
+        "method_params": {"command": args.command},
+        "teacher": teacher_description(teacher),
+        "teacher_id": teacher_id,
+        "seed": args.seed,
+        "config_hash": chash,
+        "produced_images": produced,
+        "external_command": command,
+    }
+    overridden = {k: external[k] for k in suite if k in external and external[k] != suite[k]}
+    image_set.metadata = {**external, **suite, **({"external_overridden": overridden} if overridden else {})}
+    image_set.save(out)
+
+    flops = external.get("flops_total")
+    flops = float(flops) if isinstance(flops, (int, float)) and not isinstance(flops, bool) else None
+    # Costs are per produced image, as for 'smi invert' (a method may overshoot the request).
+    record = {
+        "kind": "inversion",
+        "dataset": teacher.dataset,
+        "teacher": teacher_id,
+        "model_name": teacher.model_name,
+        "seed": args.seed,
+        "image_set": args.out,
+        "inversion_config": None,
+        "method": args.name,
+        "method_params": {"command": args.command},
+        "external": True,
+        "num_images": produced,
+        "batch_size": None,
+        "iterations": None,
+        "num_patches": vit.num_patches,
+        "final_kept_patches": float(image_set.keep_masks.flatten(1).sum(1).float().mean()),
+        "wall_time_s": wall,
+        "time_per_image_s": wall / produced,
+        "flops_total": flops,
+        "gflops_per_image": None if flops is None else flops / produced / 1e9,
+        "peak_memory_bytes": None,
+        "peak_memory_after_last_stop_bytes": None,
+        "memory_kind": None,
+        "active_tokens": [],
+        "loss_curve": [],
+        "decision_iterations": [],
+        "config_hash": chash,
+        "provenance": provenance(args.device if _device_known(args.device) else "cpu", args.seed, chash),
+    }
+    write_json(args.metrics, record)
+    if args.grid:
+        from smi.cli.invert import save_grid
+
+        save_grid(image_set.images, args.grid)
+    print(f"{args.name}: {len(image_set)} images, {wall / produced:.3f} s/image (external command wall time)")
+    return 0
+
+
+def _device_known(device: str) -> bool:
+    """Whether provenance can name the device here (the command may use a GPU this process cannot see)."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        return False
+    return parsed.type == "cpu" or (parsed.type == "cuda" and torch.cuda.is_available())
