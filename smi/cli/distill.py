@@ -1,0 +1,130 @@
+"""``smi distill``: knowledge transfer from a teacher's synthetic images to a student.
+
+Writes one metrics JSON (kind ``distillation``) with the student's final-epoch accuracy on
+the real test split, the whole per-epoch curve, the teacher's accuracy and provenance; for
+the ``shapes`` dataset also the accuracy on ``test_correlated`` and the decorrelation gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from smi.cli._common import add_device_arguments, json_arg, resolve_device
+from smi.cli.quantize import load_split, load_teacher
+from smi.config import config_hash, from_dict, to_dict
+from smi.distill.config import DistillRecipe, StudentSpec
+from smi.errors import SMIError
+from smi.imageset import ImageSet
+from smi.io import provenance, read_json, torch_save, write_json
+
+COMMAND = "distill"
+HELP = "Distil a teacher into a student on a synthetic image set; evaluate every epoch on the real test split."
+
+# Datasets whose spurious-background variant is also scored (split name, metrics suffix).
+CORRELATED_SPLITS: dict[str, str] = {"shapes": "test_correlated"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
+    parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: file name)")
+    parser.add_argument("--dataset-spec", type=json_arg, required=True, help="teacher's dataset as JSON, e.g. '{\"name\": \"digits\"}'")
+    parser.add_argument("--image-set", required=True, help="synthetic image-set file to distil on")
+    parser.add_argument("--method", default=None, help="method name in metrics (default: the set's metadata method)")
+    parser.add_argument("--student-spec", type=json_arg, default={}, help="StudentSpec as JSON (model_name, model_kwargs, init, checkpoint, train)")
+    parser.add_argument("--student-id", default=None, help="student name used in metrics (default: its model name)")
+    parser.add_argument("--recipe", type=json_arg, default={}, help="DistillRecipe as JSON (epochs, batch_size, lr, temperature, augment, ...)")
+    parser.add_argument("--num-images", type=int, default=None, help="images used (overrides the recipe; default: all)")
+    parser.add_argument("--budget-gflops", type=float, default=None, help="equal inversion budget: use as many images as this many GFLOPs buy")
+    parser.add_argument("--inversion-metrics", default=None, help="the set's inversion metrics JSON (gflops_per_image), needed with --budget-gflops")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="metrics JSON to write")
+    parser.add_argument("--save-student", default=None, help="also write the student's weights (.pt)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from smi.distill.budget import images_for_budget
+    from smi.distill.train import distill
+
+    device = resolve_device(args)
+    if not isinstance(args.student_spec, dict) or not isinstance(args.recipe, dict):
+        raise SMIError("--student-spec and --recipe must be JSON objects.")
+    student_spec = from_dict(StudentSpec, args.student_spec, "the student spec")
+    recipe = from_dict(DistillRecipe, args.recipe, "the distillation recipe")
+    image_set = ImageSet.load(args.image_set)
+    method = args.method or image_set.metadata.get("method")
+    if not method:
+        raise SMIError(f"{args.image_set} has no metadata 'method'; name the source with --method.")
+
+    budget: dict[str, Any] = {}
+    if args.budget_gflops is not None:
+        cost = _gflops_per_image(args.inversion_metrics)
+        count = images_for_budget(args.budget_gflops, cost, len(image_set))
+        recipe = dataclasses.replace(recipe, num_images=count)
+        budget = {"budget_gflops": args.budget_gflops, "gflops_per_image": cost}
+    elif args.num_images is not None:
+        recipe = from_dict(DistillRecipe, {**to_dict(recipe), "num_images": args.num_images}, "the distillation recipe")
+
+    teacher = load_teacher(args.teacher, device)
+    spec, test_set = load_split(args.dataset_spec, "test", teacher)
+    extra_name = CORRELATED_SPLITS.get(spec.name)
+    extra = {extra_name: load_split(args.dataset_spec, extra_name, teacher)[1]} if extra_name else {}
+    result = distill(teacher, image_set, student_spec, recipe, test_set, args.seed, device, extra, not args.no_progress)
+
+    teacher_id = args.teacher_id or Path(args.teacher).stem
+    digest = config_hash(to_dict(student_spec), to_dict(recipe), teacher_id, image_set.metadata.get("config_hash"), args.seed)
+    final = result.final
+    record: dict[str, Any] = {
+        "kind": "distillation",
+        "dataset": spec.name,
+        "teacher": teacher_id,
+        "model_name": teacher.model_name,
+        "method": method,
+        "student": args.student_id or student_spec.model_name,
+        "student_model_name": student_spec.model_name,
+        "seed": args.seed,
+        "epochs": recipe.epochs,
+        "num_images": result.num_images,
+        "image_set": str(args.image_set),
+        "image_sparsity": image_set.sparsity,
+        "final_top1": final["test_top1"],
+        "final_top5": final["test_top5"],
+        "teacher_top1": result.teacher_accuracy["top1"],
+        "teacher_top5": result.teacher_accuracy["top5"],
+        "train_time_s": final["wall_time_s"],
+        "curve": result.curve,
+        "student_spec": to_dict(student_spec),
+        "recipe": to_dict(recipe),
+        **budget,
+        "provenance": provenance(device, args.seed, digest),
+    }
+    if extra_name:
+        record["final_top1_correlated"] = result.extra[extra_name]["top1"]
+        record["decorrelation_gap"] = result.extra[extra_name]["top1"] - final["test_top1"]
+    if args.save_student:
+        torch_save({"state_dict": result.student.state_dict(), "student_spec": to_dict(student_spec)}, args.save_student)
+    write_json(args.out, record)
+    print(
+        f"student {record['student']} on {result.num_images} '{method}' images, {recipe.epochs} epochs: final top-1 "
+        f"{final['test_top1']:.2f} (teacher {record['teacher_top1']:.2f}) -> {args.out}"
+    )
+    return 0
+
+
+def _gflops_per_image(path: str | None) -> float:
+    """The ``gflops_per_image`` of an inversion metrics JSON."""
+    if not path:
+        raise SMIError("--budget-gflops needs --inversion-metrics: the set's inversion metrics JSON with gflops_per_image.")
+    if not Path(path).is_file():
+        raise SMIError(f"inversion metrics file {path} does not exist; run the inversion step that writes it first.")
+    cost = read_json(path).get("gflops_per_image")
+    if not isinstance(cost, (int, float)) or cost <= 0:
+        raise SMIError(
+            f"{path} has no positive gflops_per_image ({cost!r}); equal-budget comparisons apply to inversion methods, "
+            "not to sources that cost no inversion (real images, noise)."
+        )
+    return float(cost)

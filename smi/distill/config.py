@@ -1,0 +1,94 @@
+"""Configuration of knowledge transfer: the student and the distillation recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from smi.errors import SMIError
+
+STUDENT_INITS: tuple[str, ...] = ("scratch", "checkpoint")
+STUDENT_TRAINING: tuple[str, ...] = ("full", "linear")
+AUGMENTATIONS: tuple[str, ...] = ("patch_shift_flip", "flip", "none")
+# Knowledge-transfer temperature of the SMI paper (Hu et al., ICML 2024).
+PAPER_TEMPERATURE = 20.0
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """The student network.
+
+    Attributes:
+        model_name: timm model name of a ``VisionTransformer`` (for example ``vit_tiny_patch16_224``).
+        model_kwargs: Extra ``timm.create_model`` keyword arguments (``embed_dim``, ``depth``...).
+            ``img_size`` and ``patch_size`` default to the teacher's, since the student runs on
+            the teacher's patch grid (the keep masks are defined on it).
+        init: ``scratch`` (random initialisation) or ``checkpoint`` (the paper's protocol: a
+            pretrained student whose classifier head is replaced for the teacher's classes).
+        checkpoint: Weights file for ``init='checkpoint'`` (a teacher file of this suite or a
+            plain timm checkpoint); its classifier head is dropped.
+        train: ``full`` fine-tuning or ``linear`` (only the new head is trained).
+    """
+
+    model_name: str = "vit_tiny_patch16_224"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str = "scratch"
+    checkpoint: str | None = None
+    train: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.init not in STUDENT_INITS:
+            raise SMIError(f"student init {self.init!r} is unknown; choose one of {list(STUDENT_INITS)}.")
+        if self.train not in STUDENT_TRAINING:
+            raise SMIError(f"student train {self.train!r} is unknown; choose one of {list(STUDENT_TRAINING)}.")
+        if self.init == "checkpoint" and not self.checkpoint:
+            raise SMIError("student init 'checkpoint' needs 'checkpoint': the path of the pretrained weights.")
+        if self.init == "scratch" and self.train == "linear":
+            raise SMIError("a student from scratch cannot be trained 'linear' (a random body); use train 'full'.")
+        if not isinstance(self.model_kwargs, dict):
+            raise SMIError(f"student model_kwargs must be a mapping, got {type(self.model_kwargs).__name__}.")
+
+
+@dataclass(frozen=True)
+class DistillRecipe:
+    """How the student is trained on the synthetic images.
+
+    Attributes:
+        epochs: Passes over the image set; the final epoch is the reported one.
+        batch_size: Images per step.
+        lr: Peak AdamW learning rate (cosine decay to zero over all steps).
+        weight_decay: AdamW weight decay.
+        warmup_epochs: Linear learning-rate warm-up, in epochs (fractions allowed).
+        temperature: Softmax temperature of the KL loss (paper: 20); the loss is scaled by T^2.
+        augment: ``patch_shift_flip`` (random whole-patch roll and horizontal flip, image and keep
+            mask together), ``flip`` (flip only) or ``none``. Both keep sparse images sparse.
+        max_shift: Largest roll, in patches, along each axis for ``patch_shift_flip``.
+        num_images: Images used (a seeded subset); ``None`` uses the whole set. Equal counts
+            across methods are the default comparison; see :mod:`smi.distill.budget` for equal
+            inversion compute.
+        eval_batch_size: Images per forward on the test split.
+    """
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.0
+    temperature: float = PAPER_TEMPERATURE
+    augment: str = "patch_shift_flip"
+    max_shift: int = 1
+    num_images: int | None = None
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENTATIONS:
+            raise SMIError(f"augment {self.augment!r} is unknown; choose one of {list(AUGMENTATIONS)}.")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise SMIError(f"distillation recipe {name} = {getattr(self, name)} must be at least 1.")
+        if self.num_images is not None and int(self.num_images) < 1:
+            raise SMIError(f"distillation recipe num_images = {self.num_images} must be at least 1 (or null for all).")
+        if float(self.temperature) <= 0 or float(self.lr) <= 0:
+            raise SMIError("distillation recipe temperature and lr must be positive.")
+        if int(self.max_shift) < 0 or float(self.warmup_epochs) < 0 or float(self.weight_decay) < 0:
+            raise SMIError("distillation recipe max_shift, warmup_epochs and weight_decay must be >= 0.")
