@@ -96,18 +96,19 @@ def load_shapes_split(
     size = options.image_size or max(h, w)
     count = options.num_train if split == "train" else options.num_test
     rho = 0.0 if split == "test" else options.rho
-    pixels, labels, masks = generate(count, size, rho, options, _SPLIT_STREAM[split])
+    pixels, labels, masks, _ = generate(count, size, rho, options, _SPLIT_STREAM[split])
     images = normalise(resize_images(pixels, data_config), data_config)
     return TensorImageDataset(images, labels, resize_masks(masks, (h, w)), with_masks=with_masks)
 
 
 def generate(
     count: int, size: int, rho: float, options: ShapesOptions, stream: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Generate ``count`` images of side ``size``.
 
     Returns:
-        Pixels (N, 3, S, S) in [0, 1], labels (N,), foreground masks (N, S, S) bool.
+        Pixels (N, 3, S, S) in [0, 1], labels (N,), foreground masks (N, S, S) bool, and the
+        background texture index of each image (N,).
     """
     gen = torch.Generator().manual_seed(options.seed * 1000 + stream)
     # Balanced classes in random order.
@@ -121,7 +122,7 @@ def generate(
         p, m = _render(labels[start:stop], textures[start:stop], size, options, gen)
         pixels.append(p)
         masks.append(m)
-    return torch.cat(pixels), labels, torch.cat(masks)
+    return torch.cat(pixels), labels, torch.cat(masks), textures
 
 
 def _render(
