@@ -27,7 +27,7 @@ from smi.report.stats import method_sort_key, ratios_to_dense
 from smi.report.tables import build_tables, shapes_table
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
-NUM_RECORDS = 29  # JSON records under FIXTURES; config.json is not a record
+NUM_RECORDS = 31  # JSON records under FIXTURES; config.json is not a record
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_summary_is_tidy_scalars_with_flattened_dicts(agg):
     assert "extra_key_from_a_newer_writer" in summary  # unknown keys are kept
     assert summary["seed"].dtype == "Int64"
     assert summary["kind"].value_counts().to_dict() == {
-        "inversion": 7, "quantization": 13, "distillation": 5, "foreground": 3, "teacher": 1,
+        "inversion": 9, "quantization": 13, "distillation": 5, "foreground": 3, "teacher": 1,
     }
 
 
@@ -145,7 +145,7 @@ def test_efficiency_table_numbers(tables):
     assert rows[("digits", "SMI")][3] == ""  # no dense run for digits: left empty ...
     assert "no dense run matches (digits/vit-t seed 0)" in text  # ... with a note
     order = [key[1] for key in rows if key[0] == "shapes"]
-    assert order == ["Dense (DMI)", "SMI", "acme", "PRI"]
+    assert order == ["Dense (DMI)", "SMI", "acme", "PRI"]  # noise and real run no inversion: not listed
     assert "Teacher: vit-t" in text  # a constant index column moves to the caption
 
 

@@ -31,7 +31,7 @@ from matplotlib.ticker import MaxNLocator
 from smi.io import atomic_path
 from smi.report.aggregate import Aggregate
 from smi.report.render import METHOD_LABELS
-from smi.report.stats import DENSE, fill_keys, ordered_methods, ratios_to_dense
+from smi.report.stats import DENSE, REFERENCE_SOURCES, fill_keys, ordered_methods, ratios_to_dense
 from smi.report.tables import BUDGET_COLUMN, budget_labels
 
 FIGURE_NAMES: tuple[str, ...] = ("speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches")
@@ -112,7 +112,7 @@ def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure
     if inv.empty or "method" not in inv:
         return placeholder(title, "no inversion records.")
     frame = ratios_to_dense(inv)
-    frame = frame[frame["has_dense"] & (frame["method"] != DENSE)]
+    frame = frame[frame["has_dense"] & ~frame["method"].isin((DENSE, *REFERENCE_SOURCES))]
     if frame.empty:
         return placeholder(title, "no method has a matching dense run.")
     frame = frame.assign(setting=frame["dataset"].astype(str) + " / " + frame["teacher"].astype(str))
@@ -168,6 +168,7 @@ def _downstream(summary: pd.DataFrame) -> pd.DataFrame:
     inv = _kind(summary, "inversion")
     if inv.empty or "gflops_per_image" not in inv:
         return down.assign(gflops_per_image=np.nan)
+    inv = inv[~inv["method"].isin(REFERENCE_SOURCES)]  # no inversion cost: drawn as reference lines
     cost = inv.groupby(["dataset", "teacher", "seed", "method"], dropna=False)["gflops_per_image"].mean().reset_index()
     return down.merge(cost, on=["dataset", "teacher", "seed", "method"], how="left")
 

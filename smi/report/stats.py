@@ -18,6 +18,9 @@ import pandas as pd
 # (baselines, external methods) follows alphabetically so new methods appear without edits.
 LEADING_METHODS: tuple[str, ...] = ("noise", "real", "dense", "smi")
 DENSE = "dense"
+# Image sources that run no inversion (zero FLOPs, no memory): references, not competitors
+# in cost, so the efficiency table and the cost plots leave them out.
+REFERENCE_SOURCES: tuple[str, ...] = ("noise", "real")
 # Matched-pair key for ratios against dense (see the module docstring).
 PAIR_KEYS: tuple[str, ...] = ("dataset", "teacher", "seed")
 # Shown for a key a record lacks: a NaN key would never match itself in a join or group.

@@ -25,7 +25,10 @@ from smi.errors import SMIError
 from smi.report.aggregate import Aggregate
 from smi.report.defaults import DEFAULT_TARGET_FRACTION
 from smi.report.render import HIGHER, LOWER, Column, Table, write_table
-from smi.report.stats import DENSE, MISSING_KEY, fill_keys, first_epoch_reaching, method_sort_key, ratios_to_dense, seed_stats
+from smi.report.stats import (
+    DENSE, MISSING_KEY, REFERENCE_SOURCES, fill_keys, first_epoch_reaching, method_sort_key, ratios_to_dense,
+    seed_stats,
+)
 
 BYTES_PER_MIB = 2**20
 SHAPES_DATASET = "shapes"
@@ -88,6 +91,7 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
     index = ("dataset", "teacher", "method")
     title = "Inversion efficiency per image (relative to dense inversion)"
     inv = _records(summary, "inversion", index)
+    inv = inv[~inv["method"].isin(REFERENCE_SOURCES)]
     if inv.empty:
         return _empty("efficiency", title, index, "no inversion records in this run.")
     inv["seed"] = inv["seed"] if "seed" in inv else MISSING_KEY
@@ -104,10 +108,11 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
     cells = pd.concat([_cells(frame, index, value, col.label) for value, col in specs], ignore_index=True)
     notes = [
         _seed_note(frame),
+        f"Image sources without inversion ({', '.join(REFERENCE_SOURCES)}) are not listed.",
         "Speed-up = dense time per image / method time per image; reductions = 100 × (1 − method / dense); "
         "each ratio is taken per seed against the dense run with the same dataset, teacher and seed.",
     ]
-    kinds = sorted(frame["memory_kind"].dropna().astype(str).unique()) if "memory_kind" in frame else []
+    kinds = sorted(set(frame["memory_kind"].dropna().astype(str)) & set(MEMORY_KINDS)) if "memory_kind" in frame else []
     if kinds:
         notes.append("Memory: " + "; ".join(MEMORY_KINDS.get(k, k) for k in kinds) + ".")
     unmatched = frame[~frame["has_dense"]]
