@@ -10,8 +10,8 @@ run of the same workflow. ``tests/slurm/stop.sh`` then stops every daemon by its
 What "equal" means (``compare_trees``): the same set of files under ``results/``; JSON,
 ``.pt`` and ``.csv`` files equal in their deterministic content, where tensors and floats
 may differ by float round-off and keys or columns that hold wall times, speed-ups, dates,
-hosts or provenance (``VOLATILE_KEY``) are ignored; any other file only has to exist and
-be non-empty (tables and figures print timings).
+hosts or provenance (``VOLATILE_KEY``) are ignored; any other file (tables, figures,
+logs: they print timings) only has to exist on both sides, empty on both or on neither.
 
 Without root or without the Debian packages (``tests/slurm/install.sh``) the tests skip
 and say why; with ``SMI_REQUIRE_SLURM=1`` (as CI sets it) they fail instead.
@@ -300,8 +300,8 @@ def compare_trees(reference: Path, other: Path) -> list[str]:
             found = compare_values(load(a), load(b))
         elif rel.suffix == ".csv":
             found = _compare_csv(a, b)
-        else:
-            found = [] if b.stat().st_size > 0 else ["empty"]
+        else:  # tables, figures, logs: timings inside, so only empty vs non-empty counts
+            found = [] if (a.stat().st_size > 0) == (b.stat().st_size > 0) else ["empty on one side"]
         diffs += [f"{rel}: {d}" for d in found]
     return diffs
 
