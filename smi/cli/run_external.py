@@ -11,6 +11,7 @@ like any registered method.
 The command writes to a temporary path (its ``{out}``), never to ``--out`` itself, so a failed
 or invalid run leaves no file that the workflow would take as finished. FLOPs are unknown
 unless the external method records ``flops_total`` in its metadata; memory is not measured.
+``keep_masks`` may be left out of the file by a dense method (every patch is then kept).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import shlex
 import string
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,13 +45,16 @@ PLACEHOLDERS: dict[str, str] = {
     "img_size": "teacher's input side in pixels",
     "patch_size": "teacher's patch side in pixels",
     "device": "the --device value (cpu, cuda, cuda:N)",
+    "python": "the Python interpreter running smi",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="method name used in metadata, metrics and tables")
+    # dest differs from "command": the top-level parser stores the sub-command name there.
     parser.add_argument(
         "--command",
+        dest="template",
         required=True,
         help="shell command template; placeholders: " + ", ".join("{" + k + "}" for k in PLACEHOLDERS) + " ({{ }} for braces)",
     )
@@ -82,6 +87,38 @@ def render_command(template: str, values: dict[str, Any]) -> str:
     return template.format_map({k: shlex.quote(str(v)) for k, v in values.items()})
 
 
+def load_external(path: Path, grid_size: tuple[int, int]) -> Any:
+    """Read the command's output: the image-set format, where ``keep_masks`` may be omitted.
+
+    A dense external method need not know the teacher's patch grid: without ``keep_masks``
+    every patch of every image counts as kept.
+
+    Raises:
+        SMIError: If the file is unreadable or lacks ``images`` / ``targets``.
+    """
+    from smi.imageset import ImageSet
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise SMIError(f"the external command's output is not a readable torch file ({exc}).") from exc
+    if not isinstance(blob, dict) or not {"images", "targets"} <= set(blob):
+        raise SMIError(
+            "the external command's output lacks the keys images/targets; it must be a dict in the image-set "
+            "format of smi/imageset.py (keep_masks optional for dense images)."
+        )
+    images, targets = blob["images"], blob["targets"]
+    if not isinstance(images, torch.Tensor) or not isinstance(targets, torch.Tensor) or images.ndim != 4:
+        raise SMIError("the external command's images must be a (M, C, H, W) tensor and its targets a (M,) tensor.")
+    masks = blob.get("keep_masks")
+    if masks is None:
+        masks = torch.ones(images.shape[0], *grid_size, dtype=torch.bool)
+    metadata = blob.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise SMIError(f"the external command's metadata must be a dict, got {type(metadata).__name__}.")
+    return ImageSet(images.float(), masks.bool(), targets.long(), dict(metadata))
+
+
 def validate(image_set: Any, teacher: Any, grid_size: tuple[int, int], num_images: int) -> Any:
     """Check a produced set against the teacher and the request; returns the first ``num_images``.
 
@@ -112,7 +149,6 @@ def validate(image_set: Any, teacher: Any, grid_size: tuple[int, int], num_image
 
 
 def run(args: argparse.Namespace) -> int:
-    from smi.imageset import ImageSet
     from smi.io import provenance, write_json
     from smi.sparse_vit import TokenSubsetViT
     from smi.synthesize import teacher_description
@@ -131,9 +167,9 @@ def run(args: argparse.Namespace) -> int:
     values = {
         "teacher": args.teacher, "out": raw, "num_images": args.num_images, "seed": args.seed,
         "num_classes": teacher.num_classes, "img_size": teacher.input_size[1], "patch_size": vit.patch_size[0],
-        "device": args.device,
+        "device": args.device, "python": sys.executable,
     }  # fmt: skip
-    command = render_command(args.command, values)
+    command = render_command(args.template, values)
     try:
         start = time.perf_counter()
         completed = subprocess.run(command, shell=True, check=False)
@@ -142,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             raise SMIError(f"external method {args.name!r} failed with exit status {completed.returncode}: {command}")
         if not raw.is_file():
             raise SMIError(f"external method {args.name!r} exited without writing the image-set file its {{out}} names: {command}")
-        produced_set = ImageSet.load(raw)
+        produced_set = load_external(raw, vit.grid_size)
         produced = len(produced_set)
         image_set = validate(produced_set, teacher, vit.grid_size, args.num_images)
     finally:
@@ -150,11 +186,11 @@ def run(args: argparse.Namespace) -> int:
             raw.unlink()
 
     teacher_id = args.teacher_id or teacher.model_name
-    chash = config_hash({"method": args.name, "command": args.command}, teacher.model_name, teacher.dataset, args.num_images)
+    chash = config_hash({"method": args.name, "command": args.template}, teacher.model_name, teacher.dataset, args.num_images)
     external = dict(image_set.metadata)
     suite = {
         "method": args.name,
-        "method_params": {"command": args.command},
+        "method_params": {"command": args.template},
         "teacher": teacher_description(teacher),
         "teacher_id": teacher_id,
         "seed": args.seed,
@@ -178,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         "image_set": args.out,
         "inversion_config": None,
         "method": args.name,
-        "method_params": {"command": args.command},
+        "method_params": {"command": args.template},
         "external": True,
         "num_images": produced,
         "batch_size": None,
