@@ -117,7 +117,7 @@ def test_linear_protocol_trains_only_the_new_head(trained, tmp_path) -> None:
 
     path = tmp_path / "pretrained.pt"
     save_teacher(teacher, path, {"source": "test"})
-    spec = StudentSpec(model_name="vit_tiny_patch16_224", model_kwargs={"embed_dim": 32, "depth": 2, "num_heads": 2,
+    spec = StudentSpec(model="vit_tiny_patch16_224", model_kwargs={"embed_dim": 32, "depth": 2, "num_heads": 2,
                        "mlp_ratio": 2.0}, init="checkpoint", checkpoint=str(path), train="linear")  # fmt: skip
     recipe = DistillRecipe(epochs=1, batch_size=32, eval_batch_size=300)
     result = distill(teacher, dense_set(images[:64], labels[:64], "real"), spec, recipe, test_set, 0, "cpu", progress=False)

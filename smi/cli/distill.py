@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-spec", type=json_arg, required=True, help="teacher's dataset as JSON, e.g. '{\"name\": \"digits\"}'")
     parser.add_argument("--image-set", required=True, help="synthetic image-set file to distil on")
     parser.add_argument("--method", default=None, help="method name in metrics (default: the set's metadata method)")
-    parser.add_argument("--student-spec", type=json_arg, default={}, help="StudentSpec as JSON (model_name, model_kwargs, init, checkpoint, train)")
+    parser.add_argument("--student-spec", type=json_arg, default={}, help="StudentSpec as JSON (model, model_kwargs, init, checkpoint, train)")
     parser.add_argument("--student-id", default=None, help="student name used in metrics (default: its model name)")
     parser.add_argument("--recipe", type=json_arg, default={}, help="DistillRecipe as JSON (epochs, batch_size, lr, temperature, augment, ...)")
     parser.add_argument("--num-images", type=int, default=None, help="images used (overrides the recipe; default: all)")
@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
         "teacher": teacher_id,
         "model_name": teacher.model_name,
         "method": method,
-        "student": args.student_id or student_spec.model_name,
-        "student_model_name": student_spec.model_name,
+        "student": args.student_id or student_spec.model,
+        "student_model_name": student_spec.model,
         "seed": args.seed,
         "epochs": recipe.epochs,
         "num_images": result.num_images,

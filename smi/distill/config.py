@@ -19,7 +19,7 @@ class StudentSpec:
     """The student network.
 
     Attributes:
-        model_name: timm model name of a ``VisionTransformer`` (for example ``vit_tiny_patch16_224``).
+        model: timm model name of a ``VisionTransformer`` (for example ``vit_tiny_patch16_224``).
         model_kwargs: Extra ``timm.create_model`` keyword arguments (``embed_dim``, ``depth``...).
             ``img_size`` and ``patch_size`` default to the teacher's, since the student runs on
             the teacher's patch grid (the keep masks are defined on it).
@@ -30,7 +30,7 @@ class StudentSpec:
         train: ``full`` fine-tuning or ``linear`` (only the new head is trained).
     """
 
-    model_name: str = "vit_tiny_patch16_224"
+    model: str = "vit_tiny_patch16_224"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     init: str = "scratch"
     checkpoint: str | None = None

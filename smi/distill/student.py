@@ -40,14 +40,14 @@ def build_student(spec: StudentSpec, teacher: Teacher, seed: int, device: torch.
     torch.manual_seed(seed)
     if spec.init == "scratch":
         try:
-            model = timm.create_model(spec.model_name, pretrained=False, num_classes=teacher.num_classes, **kwargs)
+            model = timm.create_model(spec.model, pretrained=False, num_classes=teacher.num_classes, **kwargs)
         except (RuntimeError, TypeError, ValueError) as exc:  # timm: unknown name or bad kwargs
-            raise SMIError(f"cannot create student {spec.model_name!r} with {kwargs}: {exc}") from exc
+            raise SMIError(f"cannot create student {spec.model!r} with {kwargs}: {exc}") from exc
     else:
         from smi.teachers.models import create_from_checkpoint
 
         assert spec.checkpoint is not None
-        model = create_from_checkpoint(spec.model_name, teacher.num_classes, kwargs, spec.checkpoint, replace_head=True)
+        model = create_from_checkpoint(spec.model, teacher.num_classes, kwargs, spec.checkpoint, replace_head=True)
     check_vit(model)
     student_grid = TokenSubsetViT(model).grid_size
     teacher_grid = TokenSubsetViT(teacher.model).grid_size
