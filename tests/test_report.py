@@ -140,7 +140,8 @@ def test_efficiency_table_numbers(tables):
     text = render_markdown(table)
     rows = {(p[0], p[1]): p for p in md_row_all(text)}
     assert rows[("shapes", "SMI")][2:] == ["0.940 ± 0.085", "2.25 ± 0.35", "2.50 ± 0.00", "75.00 ± 0.00",
-                                           "**40.0 ± 0.0**", "**60.00 ± 0.00**"]
+                                           "**40.0 ± 0.0**", "**60.00 ± 0.00**", "**25.0 ± 0.0**", "**75.00 ± 0.00**"]
+    assert rows[("shapes", "PRI")][-1] == "70.00"  # 30 MiB after the last stop vs dense's 100 MiB
     assert rows[("shapes", "acme")][3] == "**4.00**"  # external method appears and wins speed-up
     assert rows[("digits", "SMI")][3] == ""  # no dense run for digits: left empty ...
     assert "no dense run matches (digits/vit-t seed 0)" in text  # ... with a note

@@ -38,7 +38,7 @@ FIGURE_NAMES: tuple[str, ...] = ("speedup", "accuracy_vs_gflops", "distillation_
 FORMATS: tuple[str, ...] = ("png", "svg")
 DPI = 150
 PANEL_SIZE = (4.2, 3.2)  # inches per panel: readable at paper column width
-MAX_PANEL_COLUMNS = 3
+MAX_PANEL_COLUMNS = 4
 PALETTE = "colorblind"
 ERRORBAR = "sd"  # seed spread, as in the tables
 SVG_HASH_SALT = "smi-report"
@@ -119,7 +119,8 @@ def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure
     palette = palette or method_palette(frame["method"])
     order = ordered_methods(frame["method"])
     metrics = [("speedup", "Speed-up over dense (×)"), ("flops_reduction_pct", "FLOPs reduction (%)"),
-               ("memory_reduction_pct", "Peak-memory reduction (%)")]
+               ("memory_reduction_pct", "Peak-memory reduction (%)"),
+               ("memory_after_stop_reduction_pct", "Memory reduction after last stop (%)")]
     settings = list(dict.fromkeys(frame["setting"]))
     fig, axes = _panels(len(metrics) * len(settings), ncols=len(metrics))
     for row, setting in enumerate(settings):

@@ -140,7 +140,10 @@ def _best_rows(table: Table, column: Column, lookup: dict) -> set[tuple]:
         target = max(values) if column.better == HIGHER else min(values)
         decimals = _decimals(column, values)
         # Compare at displayed precision so that visually equal numbers are all bold.
-        best.update(k for k, v in items if _format_number(v, decimals) == _format_number(target, decimals))
+        shown = [_format_number(v, decimals) for v in values]
+        if len(set(shown)) == 1:
+            continue  # all equal: nothing stands out
+        best.update(k for (k, _), text in zip(items, shown) if text == _format_number(target, decimals))
     return best
 
 

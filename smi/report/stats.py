@@ -71,36 +71,42 @@ def seed_stats(frame: pd.DataFrame, keys: Sequence[str], value: str) -> pd.DataF
     return out
 
 
+# Cost columns compared with dense inversion.
+COST_COLUMNS: tuple[str, ...] = (
+    "time_per_image_s", "gflops_per_image", "peak_memory_bytes", "peak_memory_after_last_stop_bytes",
+)
+
+
 def ratios_to_dense(inversion: pd.DataFrame) -> pd.DataFrame:
     """Per-record speed-up and reductions relative to the matched dense record.
 
     Args:
-        inversion: Inversion rows with ``method``, the :data:`PAIR_KEYS` and the columns
-            ``time_per_image_s``, ``gflops_per_image``, ``peak_memory_bytes`` (missing ones are
-            treated as NaN).
+        inversion: Inversion rows with ``method``, the :data:`PAIR_KEYS` and the
+            :data:`COST_COLUMNS` (missing ones are treated as NaN).
 
     Returns:
         A copy of ``inversion`` with ``speedup`` (dense time / method time),
-        ``flops_reduction_pct`` and ``memory_reduction_pct`` (100 * (1 - method / dense)),
-        and ``has_dense`` (whether a matched dense record exists). Several dense records for
-        one key (e.g. a repeated job) are averaged.
+        ``flops_reduction_pct``, ``memory_reduction_pct`` (overall peak) and
+        ``memory_after_stop_reduction_pct`` (peak after the last stopping step, the sparse
+        phase), each 100 * (1 - method / dense), and ``has_dense`` (whether a matched dense
+        record exists). Several dense records for one key (e.g. a repeated job) are averaged.
     """
     frame = inversion.copy()
-    for col in ("time_per_image_s", "gflops_per_image", "peak_memory_bytes"):
+    for col in COST_COLUMNS:
         frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else np.nan
     keys = list(PAIR_KEYS)
     dense = frame[frame["method"] == DENSE]
-    dense = (
-        dense.groupby(keys, dropna=False)[["time_per_image_s", "gflops_per_image", "peak_memory_bytes"]]
-        .mean()
-        .add_prefix("dense_")
-        .reset_index()
-    )
+    dense = dense.groupby(keys, dropna=False)[list(COST_COLUMNS)].mean().add_prefix("dense_").reset_index()
     merged = frame.merge(dense, on=keys, how="left", indicator=True)
     merged["has_dense"] = merged.pop("_merge") == "both"
     merged["speedup"] = merged["dense_time_per_image_s"] / merged["time_per_image_s"]
-    merged["flops_reduction_pct"] = 100.0 * (1.0 - merged["gflops_per_image"] / merged["dense_gflops_per_image"])
-    merged["memory_reduction_pct"] = 100.0 * (1.0 - merged["peak_memory_bytes"] / merged["dense_peak_memory_bytes"])
+
+    def reduction(col: str) -> pd.Series:
+        return 100.0 * (1.0 - merged[col] / merged[f"dense_{col}"])
+
+    merged["flops_reduction_pct"] = reduction("gflops_per_image")
+    merged["memory_reduction_pct"] = reduction("peak_memory_bytes")
+    merged["memory_after_stop_reduction_pct"] = reduction("peak_memory_after_last_stop_bytes")
     return merged.drop(columns=[c for c in merged if c.startswith("dense_")])
 
 

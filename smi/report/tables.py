@@ -97,6 +97,7 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
     inv["seed"] = inv["seed"] if "seed" in inv else MISSING_KEY
     frame = ratios_to_dense(inv)
     frame["peak_memory_mib"] = frame["peak_memory_bytes"] / BYTES_PER_MIB
+    frame["memory_after_stop_mib"] = frame["peak_memory_after_last_stop_bytes"] / BYTES_PER_MIB
     specs = [
         ("time_per_image_s", Column("Time / image (s)", LOWER, None)),
         ("speedup", Column("Speed-up (×)", HIGHER, 2)),
@@ -104,6 +105,8 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
         ("flops_reduction_pct", Column("FLOPs reduction (%)", HIGHER, 2)),
         ("peak_memory_mib", Column("Peak memory (MiB)", LOWER, None)),
         ("memory_reduction_pct", Column("Memory reduction (%)", HIGHER, 2)),
+        ("memory_after_stop_mib", Column("Memory after last stop (MiB)", LOWER, None)),
+        ("memory_after_stop_reduction_pct", Column("Reduction after last stop (%)", HIGHER, 2)),
     ]
     cells = pd.concat([_cells(frame, index, value, col.label) for value, col in specs], ignore_index=True)
     notes = [
@@ -114,7 +117,9 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
     ]
     kinds = sorted(set(frame["memory_kind"].dropna().astype(str)) & set(MEMORY_KINDS)) if "memory_kind" in frame else []
     if kinds:
-        notes.append("Memory: " + "; ".join(MEMORY_KINDS.get(k, k) for k in kinds) + ".")
+        notes.append("Memory: " + "; ".join(MEMORY_KINDS.get(k, k) for k in kinds) + ". Peak memory covers the "
+                     "whole run, including the dense iterations before the first stop; 'after last stop' is the "
+                     "peak of the sparse phase that follows the last stopping step (dense: its whole-run peak).")
     unmatched = frame[~frame["has_dense"]]
     if len(unmatched):
         pairs = sorted({f"{r.dataset}/{r.teacher} seed {r.seed}" for r in unmatched.itertuples()})
