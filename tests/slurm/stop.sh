@@ -13,20 +13,35 @@ readonly STOP_TIMEOUT_S=15
 [[ $# -eq 1 ]] || { echo "usage: $0 STATE_DIR" >&2; exit 2; }
 readonly STATE="$1"
 
-# stop NAME: TERM the recorded PID if it still runs the expected program, then KILL it
-# after STOP_TIMEOUT_S. The command-name check guards against a recycled PID.
+# running PID: the process exists and is not a zombie (an orphaned daemon is reaped by
+# PID 1, which in a container may never do it).
+running() {
+    local state
+    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [[ -n $state && $state != Z ]]
+}
+
+# stop NAME...: TERM each recorded PID that still runs the expected program, wait for all
+# of them together (slurmd takes seconds to shut down), KILL what is left after
+# STOP_TIMEOUT_S. The command-name check guards against a recycled PID.
 stop() {
-    local name=$1 pidfile="$STATE/pids/$1.pid" pid comm deadline
-    [[ -f $pidfile ]] || return 0
-    pid="$(cat "$pidfile")"
-    comm="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
-    if [[ $comm == "$name" || $comm == setpriv ]]; then
-        kill -TERM "$pid" 2>/dev/null
-        deadline=$((SECONDS + STOP_TIMEOUT_S))
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    fi
-    rm -f "$pidfile"
+    local name pidfile pid comm deadline pids=()
+    for name in "$@"; do
+        pidfile="$STATE/pids/$name.pid"
+        [[ -f $pidfile ]] || continue
+        pid="$(cat "$pidfile")"
+        comm="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
+        if [[ $comm == "$name" || $comm == setpriv || $comm == setsid ]]; then
+            kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+        fi
+        rm -f "$pidfile"
+    done
+    deadline=$((SECONDS + STOP_TIMEOUT_S))
+    for pid in "${pids[@]}"; do
+        while running "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+        running "$pid" && kill -KILL "$pid" 2>/dev/null
+    done
+    return 0
 }
 
 if [[ -f $STATE/pids/slurmctld.pid ]] && scontrol ping >/dev/null 2>&1; then
@@ -38,8 +53,8 @@ if [[ -f $STATE/pids/slurmctld.pid ]] && scontrol ping >/dev/null 2>&1; then
         sleep 0.5
     done
 fi
-stop slurmd
-stop slurmctld
+stop slurmd slurmctld
+# MUNGE last: the SLURM daemons authenticate their goodbyes with it.
 stop munged
 if [[ -f $CONF ]] && [[ "$(head -n 1 "$CONF")" == "$MARKER"* ]]; then
     rm -f "$CONF"
