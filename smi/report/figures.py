@@ -117,7 +117,6 @@ def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure
         return placeholder(title, "no method has a matching dense run.")
     frame = frame.assign(setting=frame["dataset"].astype(str) + " / " + frame["teacher"].astype(str))
     palette = palette or method_palette(frame["method"])
-    order = ordered_methods(frame["method"])
     metrics = [("speedup", "Speed-up over dense (×)"), ("flops_reduction_pct", "FLOPs reduction (%)"),
                ("memory_reduction_pct", "Peak-memory reduction (%)"),
                ("memory_after_stop_reduction_pct", "Memory reduction after last stop (%)")]
@@ -125,6 +124,7 @@ def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure
     fig, axes = _panels(len(metrics) * len(settings), ncols=len(metrics))
     for row, setting in enumerate(settings):
         part = frame[frame["setting"] == setting]
+        order = ordered_methods(part["method"])
         for col, (value, ylabel) in enumerate(metrics):
             ax = axes[row * len(metrics) + col]
             sns.barplot(part, x="method", y=value, hue="method", order=order, hue_order=order, palette=palette,

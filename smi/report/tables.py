@@ -306,7 +306,7 @@ def shapes_table(summary: pd.DataFrame) -> Table:
     notes = [
         _seed_note(pd.concat([f for f in (fg, dist) if not f.empty], ignore_index=True)),
         "FG precision: share of kept patches that overlap the object; random-keep: the same number of "
-        "patches kept uniformly at random (its expectation is the object's area share).",
+        "patches kept uniformly at random (chance level).",
         "Gap = student top-1 on the correlated test split (backgrounds agree with the class, as in training) "
         "minus top-1 on the decorrelated split, in percentage points; smaller means less background shortcut.",
     ]
