@@ -40,7 +40,7 @@ class NoiseParams:
 
 @register_method("noise")
 class GaussianNoise(InversionMethod):
-    """Images of Gaussian noise in the teacher's normalised space (see the module docstring)."""
+    """Gaussian noise N(0, std^2) in the teacher's normalised space, clipped, returned in pixel space."""
 
     Params = NoiseParams
     synthesizes = False

@@ -103,7 +103,7 @@ class PRIParams:
 
 @register_method("pri")
 class PatchRebirthInversion(InversionMethod):
-    """PRI: one trajectory yields ``division`` disjoint sparse images (see the module docstring)."""
+    """PRI: each trajectory yields `division` disjoint sparse images, most-attended patches first."""
 
     Params = PRIParams
 

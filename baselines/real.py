@@ -59,7 +59,7 @@ def pick_indices(labels: torch.Tensor, targets: torch.Tensor, seed: int) -> torc
 
 @register_method("real")
 class RealImages(InversionMethod):
-    """Real training images of the requested classes (see the module docstring)."""
+    """Real training images of the target classes, seeded choice (needs --dataset-spec)."""
 
     synthesizes = False
 

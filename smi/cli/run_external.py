@@ -216,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         "method": args.name,
         "method_params": {"command": args.template},
         "external": True,
+        "device": args.device,  # what the command was told; provenance names this process's device
         "num_images": produced,
         "batch_size": None,
         "iterations": None,
