@@ -6,5 +6,5 @@ Modules: :mod:`~smi.report.aggregate` (JSON -> ``summary.csv`` + curve tables),
 :mod:`~smi.report.stats` (seed statistics, ratios to dense), :mod:`~smi.report.tables` (the
 four tables), :mod:`~smi.report.render` (Markdown/LaTeX/HTML), :mod:`~smi.report.figures`
 (seaborn plots), :mod:`~smi.report.grids` (image grids), :mod:`~smi.report.compare`
-(cell-by-cell diff of two runs).
+(cell-by-cell diff of two runs), :mod:`~smi.report.defaults` (settings the CLI shows).
 """
