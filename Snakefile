@@ -22,6 +22,8 @@ if not config.get("experiments"):
 
 validate(config, "workflow/schemas/config.schema.yaml")
 
+report: "workflow/report/workflow.rst"
+
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/teachers.smk"

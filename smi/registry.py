@@ -102,11 +102,7 @@ def _load_plugins() -> None:
         return
     _loaded = True
     for package in PLUGIN_PACKAGES:
-        try:
-            importlib.import_module(package)
-        except ModuleNotFoundError as exc:
-            if exc.name != package:  # a broken plugin must not hide silently
-                raise
+        importlib.import_module(package)
 
 
 def available_methods() -> list[str]:

@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
     parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: model name)")
     parser.add_argument("--method", required=True, help="registered method name (see 'smi methods')")
+    parser.add_argument("--label", default=None, help="name of this configuration in metrics and tables (default: the method name)")
     parser.add_argument("--method-params", type=json_arg, default={}, help="method parameters as a JSON object")
     parser.add_argument("--schedule", type=int, nargs="+", default=None, help="stopping iterations (sets method param 'iterations')")
     parser.add_argument("--ratio", type=float, default=None, help="stopping ratio (sets method param 'ratio')")
@@ -64,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
     image_set, metrics = synthesize(
         method, teacher, args.num_images, config, args.seed, device, dataset_spec, progress=not args.no_progress
     )
+    label = args.label or args.method
+    metrics["method_name"], metrics["method"] = metrics["method"], label
     image_set.metadata["teacher_id"] = args.teacher_id or teacher.model_name
+    image_set.metadata["method_name"], image_set.metadata["method"] = image_set.metadata["method"], label
     image_set.save(args.out)
     record = {
         "kind": "inversion",
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.grid:
         save_grid(image_set.images, args.grid)
     print(
-        f"{args.method}: {len(image_set)} images, {metrics['time_per_image_s']:.3f} s/image, "
+        f"{label}: {len(image_set)} images, {metrics['time_per_image_s']:.3f} s/image, "
         f"{metrics['gflops_per_image']:.2f} GFLOPs/image, kept {metrics['final_kept_patches']:.1f}/"
         f"{metrics['num_patches']} patches"
     )

@@ -26,7 +26,8 @@ rule distill:
         gpu=GPU,
     shell:
         "{SMI} distill --teacher {input.teacher} --teacher-id {wildcards.teacher}"
-        " --dataset-spec {params.dataset_spec} --image-set {input.images} --inversion-metrics {input.inversion}"
+        " --dataset-spec {params.dataset_spec} --image-set {input.images} --method {wildcards.method}"
+        " --inversion-metrics {input.inversion}"
         " --student-spec {params.student_spec} --student-id {wildcards.student} --recipe {params.recipe}"
         " {params.budget} --seed {wildcards.seed} --out {output}"
         " --device {DEVICE} --threads {threads} {PROGRESS} > {log} 2>&1"

@@ -39,7 +39,7 @@ rule invert:
         gpu=GPU,
     shell:
         "{SMI} invert --teacher {input.teacher} --teacher-id {wildcards.teacher}"
-        " --method {params.method} --method-params {params.method_params}"
+        " --method {params.method} --label {wildcards.method} --method-params {params.method_params}"
         " --num-images {params.num_images} --batch-size {params.batch_size} --iterations {params.iterations}"
         " --inversion-config {params.options} --dataset-spec {params.dataset_spec} --seed {wildcards.seed}"
         " --out {output.images} --metrics {output.metrics} --grid {output.grid}"

@@ -8,7 +8,10 @@ rule aggregate:
     input:
         all_metrics(),
     output:
-        report(f"{R}/summary.csv", caption="../report/summary.rst", category="Summary"),
+        summary=report(f"{R}/summary.csv", caption="../report/summary.rst", category="Summary"),
+        curves=f"{R}/curves.csv",
+        active_tokens=f"{R}/active_tokens.csv",
+        loss_curves=f"{R}/loss_curves.csv",
     log:
         f"{R}/logs/aggregate.log",
     threads: 1
@@ -16,22 +19,23 @@ rule aggregate:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{SMI} aggregate --inputs {input} --out {output} > {log} 2>&1"
+        "{SMI} aggregate --inputs {input} --out {output.summary} > {log} 2>&1"
 
 
 rule tables:
     input:
-        f"{R}/summary.csv",
+        summary=f"{R}/summary.csv",
+        curves=f"{R}/curves.csv",
     output:
+        # The HTML version is embedded in the report; Markdown and LaTeX are for papers and READMEs.
         **{
-            f"{name}_{ext}": report(
-                f"{R}/tables/{name}.{ext}",
-                caption=f"../report/{name}.rst",
-                category="Tables",
-                labels={"table": name, "format": ext},
+            f"{name}_{ext}": (
+                report(f"{R}/tables/{name}.{ext}", caption=f"../report/{name}.rst", category="Tables", labels={"table": name})
+                if ext == "html"
+                else f"{R}/tables/{name}.{ext}"
             )
             for name in TABLES
-            for ext in ("md", "tex")
+            for ext in ("md", "tex", "html")
         },
     params:
         target=config["report"]["target_fraction"],
@@ -42,20 +46,23 @@ rule tables:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{SMI} tables --summary {input} --out-dir {R}/tables --target-fraction {params.target} > {log} 2>&1"
+        "{SMI} tables --summary {input.summary} --out-dir {R}/tables --target-fraction {params.target} > {log} 2>&1"
 
 
 rule figures:
     input:
         summary=f"{R}/summary.csv",
+        curves=f"{R}/curves.csv",
+        active_tokens=f"{R}/active_tokens.csv",
+        loss_curves=f"{R}/loss_curves.csv",
         image_sets=image_sets(),
     output:
+        # SVG goes into the report (sharp at any zoom); PNG is for slides and quick looks.
         **{
-            f"{name}_{ext}": report(
-                f"{R}/figures/{name}.{ext}",
-                caption=f"../report/{name}.rst",
-                category="Figures",
-                labels={"figure": name, "format": ext},
+            f"{name}_{ext}": (
+                report(f"{R}/figures/{name}.{ext}", caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})
+                if ext == "svg"
+                else f"{R}/figures/{name}.{ext}"
             )
             for name in FIGURES
             for ext in ("png", "svg")
@@ -76,6 +83,6 @@ rule figures:
 def final_targets():
     return (
         [f"{R}/summary.csv"]
-        + [f"{R}/tables/{n}.{e}" for n in TABLES for e in ("md", "tex")]
+        + [f"{R}/tables/{n}.{e}" for n in TABLES for e in ("md", "tex", "html")]
         + [f"{R}/figures/{n}.{e}" for n in FIGURES for e in ("png", "svg")]
     )
