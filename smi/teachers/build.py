@@ -77,6 +77,8 @@ def _initial_model(spec: TeacherSpec, classes: int) -> tuple[nn.Module, dict[str
     kwargs = dict(spec.model_kwargs)
     if spec.source == "train":
         model = models.create(spec.model, classes, kwargs)
+        if spec.training_recipe().sincos_pos_init:
+            models.init_sincos_pos_embed(model)
         h, w = model.patch_embed.img_size
         config = {**suite_data_config(h), "input_size": (3, h, w), **_overrides(spec)}
         return model, kwargs, models.model_data_config(model, config)

@@ -109,6 +109,23 @@ def create_from_checkpoint(
         raise _weights_error(exc, path, num_classes) from exc
 
 
+def init_sincos_pos_embed(model: nn.Module) -> None:
+    """Initialise the learned position embedding with a 2-D sin-cos embedding (as MAE does).
+
+    A fixed-frequency start gives every token its grid position from the first step, which
+    is what lets a ViT trained from scratch on a thousand images converge in a few epochs; the
+    embedding stays a trained parameter of the unmodified timm model.
+    """
+    from timm.layers import build_sincos2d_pos_embed
+
+    gh, gw = model.patch_embed.grid_size
+    table = build_sincos2d_pos_embed([gh, gw], dim=model.embed_dim).reshape(gh * gw, model.embed_dim)
+    prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+    with torch.no_grad():
+        model.pos_embed[:, prefix:] = table.to(model.pos_embed.dtype)
+        model.pos_embed[:, :prefix] = 0.0
+
+
 def model_data_config(model: nn.Module, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """timm's data config of ``model`` at the size the model was built for, plus overrides."""
     from timm.data import resolve_model_data_config

@@ -36,6 +36,8 @@ class Recipe:
         shift: Random translation of up to this fraction of the side (edge pixels replicated).
         hflip: Random horizontal flips (never for digits: a flipped digit is another glyph).
         grad_clip: Clip the gradient norm to this value; ``None`` disables.
+        sincos_pos_init: Start the position embedding of a model trained from scratch from
+            a 2-D sin-cos table (``train`` only; fine-tuning keeps the pretrained one).
         eval_batch_size: Batch size of evaluation.
         num_workers: DataLoader workers for folder datasets (the embedded ones are in memory).
     """
@@ -51,6 +53,7 @@ class Recipe:
     shift: float = 0.125
     hflip: bool = False
     grad_clip: float | None = 1.0
+    sincos_pos_init: bool = True
     eval_batch_size: int = 256
     num_workers: int = 0
 
