@@ -11,7 +11,7 @@ from smi.cli import main
 from smi.distill import DistillRecipe, PatchAugment, StudentSpec, distill, images_for_budget, kd_loss
 from smi.errors import SMIError
 from smi.imageset import ImageSet
-from tests.test_quant import CLASSES, GRID, PATCH, SIZE, dense_set, make_images, trained  # noqa: F401 (fixture)
+from tests.test_quant import CLASSES, GRID, PATCH, dense_set, make_images, trained  # noqa: F401 (fixture)
 
 STUDENT = StudentSpec(model_kwargs={"embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0})
 RECIPE = DistillRecipe(epochs=3, batch_size=16, lr=3e-3, warmup_epochs=0, eval_batch_size=300)
