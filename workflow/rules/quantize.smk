@@ -1,4 +1,6 @@
 # Post-training quantization calibrated on each method's images, evaluated on the real test split.
+# One job per calibration set runs every configured bit-width (one metrics file each), so the
+# start-up cost (imports, test split) is paid once per set.
 
 
 rule quantize:
@@ -6,14 +8,15 @@ rule quantize:
         teacher=teacher_file,
         images=image_set,
     output:
-        f"{R}/quant/{{dataset}}/{{teacher}}/{{method}}/w{{wbits}}a{{abits}}/seed{{seed}}.json",
+        [f"{R}/quant/{{dataset}}/{{teacher}}/{{method}}/w{w}a{a}/seed{{seed}}.json" for w, a in BITS],
     params:
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
+        bits=" ".join(f"{w}/{a}" for w, a in BITS),
         calib_size=config["quantization"]["calib_size"],
         estimator=config["quantization"]["range_estimator"],
         options=as_json(config["quantization"]["options"]),
     log:
-        f"{R}/logs/quant/{{dataset}}/{{teacher}}/{{method}}/w{{wbits}}a{{abits}}/seed{{seed}}.log",
+        f"{R}/logs/quant/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.log",
     threads: THREADS
     resources:
         mem_mb=MEM_MB,
@@ -22,6 +25,6 @@ rule quantize:
     shell:
         "{SMI} quantize --teacher {input.teacher} --teacher-id {wildcards.teacher}"
         " --dataset-spec {params.dataset_spec} --calib-set {input.images} --calibration {wildcards.method}"
-        " --calib-size {params.calib_size} --w-bits {wildcards.wbits} --a-bits {wildcards.abits}"
-        " --range-estimator {params.estimator} --quant-config {params.options} --seed {wildcards.seed}"
+        " --calib-size {params.calib_size} --bits {params.bits} --range-estimator {params.estimator}"
+        " --quant-config {params.options} --seed {wildcards.seed}"
         " --out {output} --device {DEVICE} --threads {threads} {PROGRESS} > {log} 2>&1"
