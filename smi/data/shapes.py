@@ -49,6 +49,7 @@ _RING_INNER = 0.55
 _FREQ_RANGE = (2.5, 6.0)
 _BG_LEVEL_RANGE = (0.2, 0.8)
 _BG_SATURATION = 0.5
+_BG_CONTRAST = 0.5  # the second texture colour lies this far from the first towards a random one
 _BLOB_GRID = 4
 _SHADING = 0.15
 
@@ -73,8 +74,8 @@ class ShapesOptions:
     rho: float = 0.0
     seed: int = 0
     image_size: int | None = None
-    min_scale: float = 0.2
-    max_scale: float = 0.35
+    min_scale: float = 0.25
+    max_scale: float = 0.4
     noise_std: float = 0.03
 
     def __post_init__(self) -> None:
@@ -177,6 +178,7 @@ def _background(
         c = _BG_LEVEL_RANGE[0] + (_BG_LEVEL_RANGE[1] - _BG_LEVEL_RANGE[0]) * torch.rand(n, 3, generator=gen)
         grey = c.mean(dim=1, keepdim=True)
         colours.append((grey + _BG_SATURATION * (c - grey))[:, :, None, None])
+    colours[1] = colours[0] + _BG_CONTRAST * (colours[1] - colours[0])
     return colours[0] + (colours[1] - colours[0]) * t
 
 

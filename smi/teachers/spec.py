@@ -42,15 +42,15 @@ class Recipe:
         num_workers: DataLoader workers for folder datasets (the embedded ones are in memory).
     """
 
-    epochs: int = 30
-    batch_size: int = 128
+    epochs: int = 15
+    batch_size: int = 32
     lr: float = 2e-3
     min_lr: float = 1e-5
     weight_decay: float = 0.05
-    warmup_epochs: float = 2.0
+    warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     optimizer: str = "adamw"
-    shift: float = 0.125
+    shift: float = 0.0625
     hflip: bool = False
     grad_clip: float | None = 1.0
     sincos_pos_init: bool = True
