@@ -309,15 +309,22 @@ def compare_trees(reference: Path, other: Path) -> list[str]:
     return diffs
 
 
-def _run_both(snakefile: Path, tmp_path: Path, cpus: int, extra: list[str]) -> tuple[Path, Path, str]:
+def _run_both(
+    snakefile: Path, tmp_path: Path, cpus: int, extra: list[str], local: Path | None = None
+) -> tuple[Path, Path, str]:
     """Run a workflow locally and through SLURM in two directories.
+
+    Args:
+        local: A finished local run of the same workflow to compare against (else run one).
 
     Returns:
         The two work directories (local, SLURM) and the SLURM run's log.
     """
-    local, cluster = tmp_path / "local", tmp_path / "slurm"
+    cluster = tmp_path / "slurm"
     common = ["--snakefile", str(snakefile), *extra]
-    _snakemake([*common, "--cores", str(cpus)], local, tmp_path / "local.log")
+    if local is None:
+        local = tmp_path / "local"
+        _snakemake([*common, "--cores", str(cpus)], local, tmp_path / "local.log")
     log = _snakemake(
         [*common, "--profile", str(PROFILE), "--executor", "slurm", "--max-threads", str(cpus),
          *SLURM_TEST_OPTIONS],
@@ -380,14 +387,13 @@ def test_toy_workflow_runs_through_slurm_like_locally(slurm_cluster: Cluster, tm
 
 
 @pytest.mark.slurm
-def test_ci_workflow_runs_through_slurm_like_locally(slurm_cluster: Cluster, tmp_path: Path) -> None:
-    if not CI_CONFIG.exists() or not (REPO / "Snakefile").exists():
-        pytest.skip("the workflow (Snakefile, config/ci.yaml) does not exist yet")
+def test_ci_workflow_runs_through_slurm_like_locally(slurm_cluster: Cluster, tmp_path: Path, ci_local_run: Path) -> None:
     local, cluster, log = _run_both(
         REPO / "Snakefile",
         tmp_path,
         slurm_cluster.cpus,
         ["--configfile", str(CI_CONFIG), "--config", "run=ci"],
+        local=ci_local_run,  # the session's local run of the same config (shared with the workflow tests)
     )
     check_went_through_slurm(log)
     assert compare_trees(local / "results", cluster / "results") == []

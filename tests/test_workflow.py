@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -47,10 +48,8 @@ def planned_jobs(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def ci_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("ci-workflow")
-    snakemake(workdir, "--cores", "2", "--configfile", str(CI_CONFIG))
-    return workdir
+def ci_run(ci_local_run: Path) -> Path:
+    return ci_local_run
 
 
 def test_every_method_reaches_every_table(ci_run: Path) -> None:
@@ -83,7 +82,7 @@ def test_inversion_records_have_costs_and_provenance(ci_run: Path) -> None:
 
 
 def test_rerun_after_finish_does_nothing(ci_run: Path) -> None:
-    proc = snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(CI_CONFIG))
+    proc = snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(CI_CONFIG), "--config", "run=ci")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
@@ -92,7 +91,7 @@ def test_changing_one_method_reruns_only_its_dependents(ci_run: Path, tmp_path: 
     config["methods"]["smi"]["params"]["ratio"] = 0.5
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
-    proc = snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(changed))
+    proc = snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(changed), "--config", "run=ci")
     jobs = planned_jobs(proc.stdout + proc.stderr)
     # smi runs on digits and shapes: two inversions, two quantizations, two distillations.
     assert jobs.get("invert") == 2, jobs
@@ -103,18 +102,19 @@ def test_changing_one_method_reruns_only_its_dependents(ci_run: Path, tmp_path: 
 
 def test_missing_output_resumes_only_that_branch(ci_run: Path) -> None:
     target = ci_run / "results/ci/quant/digits/vit-xs/pri/w8a8/seed0.json"
-    saved = target.read_bytes()
+    saved, stat = target.read_bytes(), target.stat()
     target.unlink()
     try:
-        jobs = planned_jobs((p := snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(CI_CONFIG))).stdout + p.stderr)
+        jobs = planned_jobs((p := snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(CI_CONFIG), "--config", "run=ci")).stdout + p.stderr)
         assert jobs.get("quantize") == 1 and "invert" not in jobs, jobs
     finally:
         target.write_bytes(saved)
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # leave the shared run as it was
 
 
-def test_html_report_is_built(ci_run: Path) -> None:
-    report = ci_run / "results" / "ci" / "report.html"
-    snakemake(ci_run, "--configfile", str(CI_CONFIG), "--report", str(report))
+def test_html_report_is_built(ci_run: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"  # outside results/: the SLURM test compares that tree
+    snakemake(ci_run, "--configfile", str(CI_CONFIG), "--config", "run=ci", "--report", str(report))
     html = report.read_text(errors="replace")
     assert report.stat().st_size > 10_000
     assert "efficiency" in html.lower() and "speed" in html.lower()
