@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 
 from smi.augment import JitterSampler, PatchJitter
 from smi.errors import SMIError
-from smi.measure import Stopwatch, count_flops, saved_activation_bytes
+from smi.measure import Stopwatch, count_flops, count_forward_flops, saved_activation_bytes
 from smi.policies import NoStopping, PatchPolicy
-from smi.priors import PriorWeights, image_priors
+from smi.priors import PriorWeights, patch_priors
 from smi.sparse_vit import TokenSubsetViT, gather_patches, mask_to_positions
 from smi.types import Teacher
 
@@ -148,6 +148,20 @@ def _pixel_mask(active: torch.Tensor, vit: TokenSubsetViT) -> torch.Tensor:
     return grid.repeat_interleave(ph, dim=2).repeat_interleave(pw, dim=3).bool()
 
 
+def _freeze_in_optimizer(optimizer: torch.optim.Optimizer, x: torch.Tensor, pixel_mask: torch.Tensor) -> None:
+    """Make Adam leave the pixels outside ``pixel_mask`` exactly where they are from now on.
+
+    A stopped pixel's gradient is exactly zero (it is neither gathered into a token nor part
+    of a prior pair), so with its first moment zeroed Adam's update ``lr * m / (sqrt(v) + eps)``
+    is exactly zero too. This costs nothing per iteration, unlike restoring the pixels.
+    """
+    state = optimizer.state.get(x, {})
+    if "exp_avg" in state:
+        state["exp_avg"].mul_(pixel_mask.to(state["exp_avg"].dtype))
+    elif state:
+        raise RuntimeError("patch stopping needs Adam's first-moment state to freeze stopped pixels")
+
+
 @contextlib.contextmanager
 def _watch_all(terms: list[LossTerm], vit: TokenSubsetViT) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
@@ -204,8 +218,10 @@ class InversionRun:
         with _watch_all(self.loss_terms, self.vit):
             out = self.vit.forward_patches(jitter.patch_content(patches), displayed, scoring)
         per_sample = F.cross_entropy(out.logits, self.targets, reduction="none")
-        dense = bool(active.all())
-        per_sample = per_sample + image_priors(x, None if dense else _pixel_mask(active, self.vit), self.config.priors)
+        # The priors see the un-jittered image; their cost scales with the kept patches too.
+        per_sample = per_sample + patch_priors(
+            x, patches, _pixel_mask(active, self.vit), self.vit.patch_size, self.config.priors
+        )
         for term in self.loss_terms:
             per_sample = per_sample + term.loss()
         scores = None
@@ -224,6 +240,13 @@ class InversionRun:
         finally:
             self.measure.enabled = enabled
         return self.measure.flops[(count, scoring)]
+
+    def step_forward_flops(self, count: int) -> int:
+        """FLOPs of the forward pass alone (loss included) with ``count`` active patches."""
+        mask = torch.zeros(self.shape[0], self.vit.num_patches, dtype=torch.bool, device=self.device)
+        mask[:, :count] = True
+        x = torch.zeros(self.shape, device=self.device)
+        return count_forward_flops(lambda: self._loss(x, mask, PatchJitter(), False))
 
     def _measure(self, active: torch.Tensor, scoring: bool) -> None:
         """Count FLOPs and saved bytes of one step at this active count (untimed)."""
@@ -251,8 +274,7 @@ class InversionRun:
         x = torch.randn(self.shape, generator=self.generator).to(device).requires_grad_(True)
         active = torch.ones(b, n, dtype=torch.bool, device=device)
         decisions = set(self.policy.decision_iterations(cfg.iterations))
-        optimizer = torch.optim.Adam([x], lr=cfg.lr, betas=cfg.betas)
-        frozen = x.detach().clone()
+        optimizer = torch.optim.Adam([x], lr=cfg.lr, betas=cfg.betas, fused=x.device.type in ("cpu", "cuda"))
         best = x.detach().clone()
         best_loss = torch.full((b,), float("inf"), device=device)
         losses = torch.zeros(cfg.iterations, device=device)
@@ -279,9 +301,8 @@ class InversionRun:
                 best[improved] = x.detach()[improved]
             optimizer.step()
             with torch.no_grad():
-                # Stopped pixels keep their frozen values: Adam's momentum would otherwise move them.
-                pix = _pixel_mask(active, self.vit)
-                x.copy_(torch.where(pix, torch.maximum(torch.minimum(x, self.upper), self.lower), frozen))
+                # Stopped pixels are in range already, so clamping leaves them as they are.
+                x.clamp_(self.lower, self.upper)
             losses[t] = loss.detach()
             active_tokens.append(int(active[0].sum()))
             if self.on_iteration is not None:
@@ -293,8 +314,7 @@ class InversionRun:
                 if not torch.equal(step.active, active):
                     if not bool(step.active.sum(1).eq(step.active[0].sum()).all()) or not bool(step.active[0].any()):
                         raise SMIError("a patch policy must keep the same, non-zero number of patches per sample")
-                    with torch.no_grad():
-                        frozen.copy_(x.detach())
+                    _freeze_in_optimizer(optimizer, x, _pixel_mask(step.active, self.vit))
                     # Losses over another token set are not comparable: restart the best-image record.
                     best.copy_(x.detach())
                     best_loss.fill_(float("inf"))

@@ -140,3 +140,26 @@ def test_bad_config_values_are_clear_errors() -> None:
         InversionConfig(iterations=0)
     with pytest.raises(SMIError, match="jitter"):
         InversionConfig(jitter=1.5)
+
+
+@pytest.mark.parametrize("img_size,patch", [(32, 4), (48, 16)])
+def test_patch_space_priors_equal_image_priors(img_size: int, patch: int) -> None:
+    from smi.priors import patch_priors
+    from smi.sparse_vit import gather_patches, mask_to_positions
+
+    torch.manual_seed(0)
+    grid = img_size // patch
+    x = torch.randn(3, 3, img_size, img_size, dtype=torch.float64, requires_grad=True)
+    active = torch.zeros(3, grid * grid, dtype=torch.bool)
+    for i in range(3):
+        active[i, torch.randperm(grid * grid)[: grid * grid // 2]] = True
+    pixel = active.view(3, 1, grid, grid).repeat_interleave(patch, 2).repeat_interleave(patch, 3)
+    patches = x.reshape(3, 3, grid, patch, grid, patch).permute(0, 2, 4, 1, 3, 5).reshape(3, grid * grid, 3, patch, patch)
+    kept = gather_patches(patches, mask_to_positions(active))
+    weights = PriorWeights(tv_l2=1.0, tv_l1=0.5, l2=0.3)
+    reference = image_priors(x, pixel, weights)
+    fast = patch_priors(x, kept, pixel, (patch, patch), weights)
+    torch.testing.assert_close(fast, reference)
+    (g_ref,) = torch.autograd.grad(reference.sum(), x)
+    (g_fast,) = torch.autograd.grad(patch_priors(x, kept, pixel, (patch, patch), weights).sum(), x)
+    torch.testing.assert_close(g_fast, g_ref)
