@@ -17,7 +17,7 @@ min_version("9.0")
 # so that a run never inherits teachers or methods it did not ask for.
 if not config.get("experiments"):
 
-    configfile: "config/default.yaml"
+    configfile: f"{workflow.basedir}/config/default.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -54,8 +54,13 @@ def dataset_spec(dataset_id):
     return {"name": spec["name"], "root": spec.get("root"), "options": spec.get("options", {})}
 
 
-def teacher_spec(teacher_id):
-    return {k: v for k, v in config["teachers"][teacher_id].items() if v is not None and v != {}}
+def teacher_spec(teacher_id, dataset_id):
+    """The teacher's spec, with the experiment's recipe overrides for this dataset."""
+    spec = {k: v for k, v in config["teachers"][teacher_id].items() if v is not None and v != {}}
+    override = experiment(dataset_id, teacher_id).get("teacher_recipe")
+    if override:
+        spec["recipe"] = {**(spec.get("recipe") or {}), **override}
+    return spec
 
 
 def method_entry(label):

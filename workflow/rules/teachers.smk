@@ -6,7 +6,7 @@ rule train_teacher:
         model=f"{R}/teachers/{{dataset}}/{{teacher}}.pt",
         metrics=f"{R}/teachers/{{dataset}}/{{teacher}}.json",
     params:
-        teacher_spec=lambda w: as_json(teacher_spec(w.teacher)),
+        teacher_spec=lambda w: as_json(teacher_spec(w.teacher, w.dataset)),
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
     log:
         f"{R}/logs/teachers/{{dataset}}/{{teacher}}.log",
