@@ -33,3 +33,19 @@ def resolve_device(args: argparse.Namespace) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SMIError(f"device {args.device!r} was requested but CUDA is not available; use --device cpu.")
     return device
+
+
+def teacher_dataset_spec(spec_text: str | None, teacher: Any, teacher_path: str) -> Any:
+    """The dataset a teacher is evaluated on: ``--dataset-spec`` or the one its file stores.
+
+    Raises:
+        SMIError: If neither is available.
+    """
+    from smi.cli.train_teacher import spec_arg
+    from smi.data import DatasetSpec
+
+    if spec_text is not None:
+        return DatasetSpec.from_config(spec_arg(spec_text, "--dataset-spec"))
+    if teacher.metadata.get("dataset_spec"):
+        return DatasetSpec.from_config(teacher.metadata["dataset_spec"])
+    raise SMIError(f"{teacher_path} stores no dataset spec; pass --dataset-spec.")

@@ -6,9 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-from smi.cli._common import add_device_arguments, resolve_device
+from smi.cli._common import add_device_arguments, resolve_device, teacher_dataset_spec
 from smi.config import config_hash
-from smi.data import DatasetSpec, load_dataset, num_classes
+from smi.data import load_dataset, num_classes
 from smi.errors import SMIError
 from smi.io import provenance, write_json
 
@@ -28,17 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smi.cli.train_teacher import spec_arg
     from smi.teachers import evaluate, load_teacher
 
     device = resolve_device(args)
     teacher = load_teacher(args.teacher, device)
-    if args.dataset_spec is not None:
-        spec = DatasetSpec.from_config(spec_arg(args.dataset_spec, "--dataset-spec"))
-    elif teacher.metadata.get("dataset_spec"):
-        spec = DatasetSpec.from_config(teacher.metadata["dataset_spec"])
-    else:
-        raise SMIError(f"{args.teacher} stores no dataset spec; pass --dataset-spec.")
+    spec = teacher_dataset_spec(args.dataset_spec, teacher, args.teacher)
     if num_classes(spec) != teacher.num_classes:
         raise SMIError(f"teacher has {teacher.num_classes} classes but dataset '{spec.name}' has {num_classes(spec)}.")
     start = time.perf_counter()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smi.cli._common import add_device_arguments, resolve_device
+from smi.cli._common import add_device_arguments, resolve_device, teacher_dataset_spec
 from smi.config import config_hash
-from smi.data import DatasetSpec, load_dataset
+from smi.data import load_dataset
 from smi.errors import SMIError
 from smi.io import provenance, write_json
 from smi.schedule import PAPER_RATIO, StoppingSchedule
@@ -38,18 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smi.cli.train_teacher import spec_arg
     from smi.foreground import foreground_precision
     from smi.teachers import load_teacher
 
     device = resolve_device(args)
     teacher = load_teacher(args.teacher, device)
-    if args.dataset_spec is not None:
-        spec = DatasetSpec.from_config(spec_arg(args.dataset_spec, "--dataset-spec"))
-    elif teacher.metadata.get("dataset_spec"):
-        spec = DatasetSpec.from_config(teacher.metadata["dataset_spec"])
-    else:
-        raise SMIError(f"{args.teacher} stores no dataset spec; pass --dataset-spec.")
+    spec = teacher_dataset_spec(args.dataset_spec, teacher, args.teacher)
     if spec.name != "shapes":
         raise SMIError(f"the foreground evaluation needs masks, which only 'shapes' has (got '{spec.name}').")
     schedule = StoppingSchedule.build(args.iterations, args.ratio)

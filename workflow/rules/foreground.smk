@@ -21,4 +21,4 @@ rule foreground:
     shell:
         "{SMI} foreground --teacher {input.teacher} --teacher-id {wildcards.teacher}"
         " --dataset-spec {params.dataset_spec} --iterations {params.iterations} --ratio {params.ratio}"
-        " --num-images {params.num_images} --out {output} > {log} 2>&1"
+        " --num-images {params.num_images} --out {output} --device {DEVICE} --threads {threads} > {log} 2>&1"
