@@ -4,9 +4,12 @@
 
 
 def external_command(label):
-    """The method's command with {python} (this interpreter) and {repo} (the workflow's folder) filled in."""
-    command = EXTERNAL[label]["command"]
-    return command.replace("{python}", sys.executable).replace("{repo}", str(workflow.basedir))
+    """The method's command with {repo} (the workflow's folder) filled in.
+
+    {python} is left for `smi run-external` to fill, so that the rule's parameters do not
+    depend on the path of the interpreter (which would rerun the job for every venv path).
+    """
+    return EXTERNAL[label]["command"].replace("{repo}", str(workflow.basedir))
 
 
 rule invert_external:
