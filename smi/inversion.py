@@ -206,13 +206,15 @@ class InversionRun:
         mean, std = teacher.mean_std(self.device)
         self.lower, self.upper = (0 - mean) / std, (1 - mean) / std
         self.measure = _Measurement(config.measure_costs, list(self.vit.parameters()))
+        self._layout_of: torch.Tensor | None = None
+        self._layout: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ one step
     def _loss(
         self, x: torch.Tensor, active: torch.Tensor, jitter: PatchJitter, scoring: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Mean loss, per-sample loss and (if scoring) CLS attention (B, N) of one forward."""
-        positions = mask_to_positions(active)
+        positions, pixel_mask = self._active_layout(active)
         patches = gather_patches(self.vit.patchify(x), positions)
         displayed = jitter.positions(positions, self.vit.grid_size)
         with _watch_all(self.loss_terms, self.vit):
@@ -220,7 +222,7 @@ class InversionRun:
         per_sample = F.cross_entropy(out.logits, self.targets, reduction="none")
         # The priors see the un-jittered image; their cost scales with the kept patches too.
         per_sample = per_sample + patch_priors(
-            x, patches, _pixel_mask(active, self.vit), self.vit.patch_size, self.config.priors
+            x, patches, pixel_mask, self.vit.patch_size, self.config.priors
         )
         for term in self.loss_terms:
             per_sample = per_sample + term.loss()
@@ -230,40 +232,45 @@ class InversionRun:
             scores.scatter_(1, positions, out.cls_attention.float())
         return per_sample.mean(), per_sample.detach(), scores
 
-    def step_flops(self, count: int, scoring: bool = False) -> int:
-        """FLOPs of one forward+backward step with ``count`` active patches per sample."""
+    def _active_layout(self, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kept positions and pixel mask of an active mask, recomputed only when the mask changes.
+
+        The loop keeps one mask object per active set, so identity is a sufficient key.
+        """
+        if self._layout_of is not active:
+            self._layout = (mask_to_positions(active), _pixel_mask(active, self.vit))
+            self._layout_of = active
+        return self._layout
+
+    def _first_patches(self, count: int) -> torch.Tensor:
+        """An active mask keeping the first ``count`` patches of every sample (costs depend on the count only)."""
         mask = torch.zeros(self.shape[0], self.vit.num_patches, dtype=torch.bool, device=self.device)
         mask[:, :count] = True
-        enabled, self.measure.enabled = self.measure.enabled, True
-        try:
-            self._measure(mask, scoring)
-        finally:
-            self.measure.enabled = enabled
-        return self.measure.flops[(count, scoring)]
+        return mask
+
+    def step_flops(self, count: int, scoring: bool = False) -> int:
+        """FLOPs of one forward+backward step with ``count`` active patches per sample (cached).
+
+        The first call per count also records the saved-activation bytes of a non-scoring step.
+        """
+        key = (count, scoring)
+        if key not in self.measure.flops:
+            active = self._first_patches(count)
+            x = torch.zeros(self.shape, device=self.device, requires_grad=True)
+            self.measure.flops[key] = count_flops(lambda: self._loss(x, active, PatchJitter(), scoring)[0])
+            if not scoring and count not in self.measure.saved:
+                x = torch.zeros(self.shape, device=self.device, requires_grad=True)
+                with saved_activation_bytes(exclude=self.measure.parameters) as saved:
+                    loss = self._loss(x, active, PatchJitter(), False)[0]
+                self.measure.saved[count] = saved["bytes"]
+                del loss
+        return self.measure.flops[key]
 
     def step_forward_flops(self, count: int) -> int:
         """FLOPs of the forward pass alone (loss included) with ``count`` active patches."""
-        mask = torch.zeros(self.shape[0], self.vit.num_patches, dtype=torch.bool, device=self.device)
-        mask[:, :count] = True
+        active = self._first_patches(count)
         x = torch.zeros(self.shape, device=self.device)
-        return count_forward_flops(lambda: self._loss(x, mask, PatchJitter(), False))
-
-    def _measure(self, active: torch.Tensor, scoring: bool) -> None:
-        """Count FLOPs and saved bytes of one step at this active count (untimed)."""
-        if not self.measure.enabled:
-            return
-        count = int(active[0].sum())
-        key = (count, scoring)
-        if key in self.measure.flops:
-            return
-        x = torch.zeros(self.shape, device=self.device, requires_grad=True)
-        self.measure.flops[key] = count_flops(lambda: self._loss(x, active, PatchJitter(), scoring)[0])
-        if not scoring and count not in self.measure.saved:
-            x = torch.zeros(self.shape, device=self.device, requires_grad=True)
-            with saved_activation_bytes(exclude=self.measure.parameters) as saved:
-                loss = self._loss(x, active, PatchJitter(), False)[0]
-            self.measure.saved[count] = saved["bytes"]
-            del loss
+        return count_forward_flops(lambda: self._loss(x, active, PatchJitter(), False))
 
     # ------------------------------------------------------------------ loop
     def run(self) -> list[InversionResult]:
@@ -352,17 +359,8 @@ class InversionRun:
         flops_total = 0
         by_tokens: dict[int, int] = {}
         if self.measure.enabled:
-            for count in sorted(set(active_tokens)):
-                mask = torch.zeros(b, n, dtype=torch.bool, device=self.device)
-                mask[:, :count] = True
-                self._measure(mask, False)
-                by_tokens[count] = self.measure.flops[(count, False)]
-            for t, count in enumerate(active_tokens):
-                if t in decisions_set:
-                    mask = torch.zeros(b, n, dtype=torch.bool, device=self.device)
-                    mask[:, :count] = True
-                    self._measure(mask, True)
-                flops_total += self.measure.flops[(count, t in decisions_set)]
+            by_tokens = {count: self.step_flops(count) for count in sorted(set(active_tokens))}
+            flops_total = sum(self.step_flops(count, t in decisions_set) for t, count in enumerate(active_tokens))
         if self.device.type == "cuda":
             last = torch.cuda.max_memory_allocated(self.device)
             peak, after, kind = max(peak_before_last, last), last, "cuda_peak_allocated"
