@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smi.quant.ptq import run_ptq
+    from smi.quant.ptq import fp_evaluation, run_ptq
 
     device = resolve_device(args)
     pairs = parse_bits(args.bits) if args.bits else [(args.w_bits, args.a_bits)]
@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
         raise SMIError(f"{args.calib_set} has no metadata 'method'; name the calibration source with --calibration.")
     spec, test_set = load_split(args.dataset_spec, "test", teacher)
     teacher_id = args.teacher_id or Path(args.teacher).stem
+    progress = not args.no_progress
+    fp = fp_evaluation(teacher, test_set, configs[0].eval_batch_size, device, progress)  # once for all bit-widths
     for config, out in zip(configs, args.out):
-        result = run_ptq(teacher, calib_set, test_set, config, args.seed, device, progress=not args.no_progress)
+        result = run_ptq(teacher, calib_set, test_set, config, args.seed, device, progress, fp_accuracy=fp)
         digest = config_hash(to_dict(config), teacher_id, calib_set.metadata.get("config_hash"), args.seed)
         record: dict[str, Any] = {
             "kind": "quantization",

@@ -34,6 +34,7 @@ def run_ptq(
     seed: int,
     device: torch.device | str,
     progress: bool = True,
+    fp_accuracy: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Quantize ``teacher``, calibrate on ``calib_set`` and evaluate on ``test_set``.
 
@@ -45,6 +46,8 @@ def run_ptq(
         seed: Seed of the calibration subset.
         device: Compute device.
         progress: Show progress bars on stderr.
+        fp_accuracy: The floating-point teacher's accuracy on ``test_set`` if already known
+            (several bit-widths on one split need it once); evaluated here otherwise.
 
     Returns:
         The measured numbers: ``top1``, ``top5`` (quantized), ``fp_top1``, ``fp_top5``,
@@ -65,8 +68,7 @@ def run_ptq(
     calib_time = time.perf_counter() - start
 
     start = time.perf_counter()
-    teacher.model.eval()
-    fp = evaluate_logits(teacher.model, test_set, config.eval_batch_size, device, "evaluate FP", progress)
+    fp = fp_accuracy or fp_evaluation(teacher, test_set, config.eval_batch_size, device, progress)
     quant = evaluate_logits(qmodel.logits, test_set, config.eval_batch_size, device, "evaluate quantized", progress)
     eval_time = time.perf_counter() - start
 
@@ -85,3 +87,11 @@ def run_ptq(
         "eval_time_s": eval_time,
         "quant_config": to_dict(config),
     }
+
+
+def fp_evaluation(
+    teacher: Teacher, test_set: Dataset, batch_size: int, device: torch.device | str, progress: bool = True
+) -> dict[str, float]:
+    """Accuracy of the floating-point teacher on ``test_set`` (the reference of every PTQ row)."""
+    teacher.model.eval()
+    return evaluate_logits(teacher.model, test_set, batch_size, device, "evaluate FP", progress)
