@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from smi.accuracy import TOP_K, count_topk_hits
 from smi.errors import SMIError
 
-TOPK: tuple[int, int] = (1, 5)
 
 
 @torch.no_grad()
@@ -42,16 +42,12 @@ def evaluate_logits(
         are fewer than five classes.
     """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    correct = {k: 0 for k in TOPK}
+    correct = {k: 0 for k in TOP_K}
     total = 0
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         images, labels = batch[0].to(device), batch[1].to(device)
-        logits = logits_fn(images)
-        k_max = min(max(TOPK), logits.shape[1])
-        top = logits.topk(k_max, dim=1).indices
-        hits = top == labels.view(-1, 1)
-        for k in TOPK:
-            correct[k] += int(hits[:, : min(k, k_max)].any(dim=1).sum())
+        for k, hits in count_topk_hits(logits_fn(images), labels, TOP_K).items():
+            correct[k] += hits
         total += labels.numel()
     if total == 0:
         raise SMIError("the evaluation split is empty; check the dataset spec and its data folder.")

@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from smi.accuracy import TOP_K, count_topk_hits
 from smi.data.tensors import TensorImageDataset
 from smi.teachers.spec import Recipe
 
-TOP_K: tuple[int, int] = (1, 5)
 _WARMUP_LR_FRACTION = 0.01  # warm-up starts at this fraction of the peak learning rate
 
 
@@ -125,11 +125,8 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: 
     hits = {k: 0 for k in TOP_K}
     seen = 0
     for images, labels in batches(dataset, batch_size, False, torch.Generator(), num_workers):
-        logits = model(images.to(device))
-        labels = labels.to(device)
-        ranked = logits.topk(min(max(TOP_K), logits.shape[1]), dim=1).indices
-        for k in TOP_K:
-            hits[k] += int((ranked[:, :k] == labels[:, None]).any(dim=1).sum())
+        for k, count in count_topk_hits(model(images.to(device)), labels.to(device)).items():
+            hits[k] += count
         seen += labels.shape[0]
     model.train(was_training)
     if seen == 0:
