@@ -49,8 +49,7 @@ def stop_by_attention(tsv: TokenSubsetViT, images: torch.Tensor, counts: list[in
     for count in counts[1:]:
         scores = tsv.forward(images, positions, return_cls_attention=True).cls_attention
         assert scores is not None
-        top = scores.topk(count, dim=1).indices
-        positions = positions.gather(1, top).sort(dim=1).values
+        positions = _keep_highest(positions, scores, count)
         kept.append(positions)
     return kept
 
@@ -60,10 +59,15 @@ def stop_at_random(num_images: int, num_patches: int, counts: list[int], gen: to
     positions = torch.arange(num_patches).expand(num_images, -1)
     kept = []
     for count in counts[1:]:
-        top = torch.rand(positions.shape, generator=gen).topk(count, dim=1).indices
-        positions = positions.gather(1, top).sort(dim=1).values
+        positions = _keep_highest(positions, torch.rand(positions.shape, generator=gen), count)
         kept.append(positions)
     return kept
+
+
+def _keep_highest(positions: torch.Tensor, scores: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` positions of each row with the highest scores, sorted row-major."""
+    top = scores.topk(count, dim=1).indices
+    return positions.gather(1, top).sort(dim=1).values
 
 
 def _precision_recall(positions: torch.Tensor, fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
