@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +43,6 @@ def teacher_dataset_spec(spec_text: str | None, teacher: Any, teacher_path: str)
     Raises:
         SMIError: If neither is available.
     """
-    from smi.cli.train_teacher import spec_arg
     from smi.data import DatasetSpec
 
     if spec_text is not None:
@@ -49,3 +50,17 @@ def teacher_dataset_spec(spec_text: str | None, teacher: Any, teacher_path: str)
     if teacher.metadata.get("dataset_spec"):
         return DatasetSpec.from_config(teacher.metadata["dataset_spec"])
     raise SMIError(f"{teacher_path} stores no dataset spec; pass --dataset-spec.")
+
+
+def spec_arg(text: str, option: str) -> dict[str, Any]:
+    """Parse a CLI option given as JSON text or as the path of a JSON file."""
+    source = text
+    if not text.lstrip().startswith("{") and os.path.isfile(text):
+        source = Path(text).read_text()
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise SMIError(f"{option} is neither JSON text nor a JSON file: {exc}.") from exc
+    if not isinstance(value, dict):
+        raise SMIError(f"{option} must be a JSON object, got {type(value).__name__}.")
+    return value

@@ -8,12 +8,11 @@ An existing pair of outputs is kept unless ``--force``: teachers are never retra
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from smi.cli._common import add_device_arguments, resolve_device
+from smi.cli._common import add_device_arguments, resolve_device, spec_arg
 from smi.config import config_hash
 from smi.data import DatasetSpec
 from smi.errors import SMIError
@@ -60,18 +59,3 @@ def run(args: argparse.Namespace) -> int:
           f"top-5 {metrics['top5']:.2f} %, trained in {metrics['train_time_s']:.1f} s "
           f"(CPU {metrics['train_cpu_time_s']:.1f} s)")  # fmt: skip
     return 0
-
-
-def spec_arg(text: str, option: str) -> dict[str, Any]:
-    """Parse a CLI option given as JSON text or as the path of a JSON file."""
-    source = text
-    if not text.lstrip().startswith("{") and os.path.isfile(text):
-        source = Path(text).read_text()
-    try:
-        value = json.loads(source)
-    except json.JSONDecodeError as exc:
-        raise SMIError(f"{option} is neither JSON text nor a JSON file: {exc}.") from exc
-    if not isinstance(value, dict):
-        raise SMIError(f"{option} must be a JSON object, got {type(value).__name__}.")
-    return value
-
