@@ -354,7 +354,7 @@ class InversionRun:
         self, wall: float, active_tokens: list[int], losses: torch.Tensor, decisions: list[int], peak_before_last: int
     ) -> InversionStats:
         """Replay one step per distinct token count to count FLOPs and memory (untimed)."""
-        b, n = self.shape[0], self.vit.num_patches
+        n = self.vit.num_patches
         decisions_set = set(decisions) if self.policy.needs_attention else set()
         flops_total = 0
         by_tokens: dict[int, int] = {}

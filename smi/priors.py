@@ -36,7 +36,10 @@ def _neighbour_differences(x: torch.Tensor, m: torch.Tensor) -> list[torch.Tenso
 
 
 def image_priors(x: torch.Tensor, pixel_mask: torch.Tensor | None, weights: PriorWeights) -> torch.Tensor:
-    """Per-sample weighted prior loss.
+    """Per-sample weighted prior loss: the reference definition on whole images.
+
+    The inversion loop uses :func:`patch_priors`, which computes the same value from the kept
+    patches (tested against this function) at a cost that shrinks with the active set.
 
     Args:
         x: Images (B, C, H, W) in the model's normalised space.
