@@ -373,7 +373,7 @@ class InversionRun:
         return InversionStats(
             wall_time_s=wall,
             iterations=self.config.iterations,
-            batch_size=b,
+            batch_size=self.shape[0],
             num_patches=n,
             active_tokens=active_tokens,
             flops_total=flops_total,
