@@ -8,6 +8,11 @@ the valid pixel range after each step. A :class:`~smi.policies.PatchPolicy` deci
 patches stay active; stopped patches leave the token sequence (no forward, no backward) and are
 never updated again. Dense inversion is the same loop with :class:`~smi.policies.NoStopping`.
 
+The optimised variable is the batch's *active patches* (B, K, C, ph, pw), not the whole image:
+a stopped patch is moved to a frozen store and leaves the optimiser (its Adam moments are
+narrowed with it), so every per-iteration operation - Adam, clipping, the priors, the best-image
+record - shrinks with the active set. Whole images are assembled only for outputs.
+
 Costs are measured as the design's protocol asks: wall time around the whole loop after a
 warm-up; FLOPs and saved-activation bytes of one forward+backward at every distinct active
 token count, replayed after the timed loop so the counters never slow it down.
@@ -27,7 +32,7 @@ from smi.augment import JitterSampler, PatchJitter
 from smi.errors import SMIError
 from smi.measure import Stopwatch, count_flops, count_forward_flops, saved_activation_bytes
 from smi.policies import NoStopping, PatchPolicy
-from smi.priors import PriorWeights, patch_priors
+from smi.priors import PatchNeighbours, PriorWeights, patch_priors
 from smi.sparse_vit import TokenSubsetViT, gather_patches, mask_to_positions
 from smi.types import Teacher
 
@@ -141,25 +146,52 @@ class _Measurement:
         self.saved: dict[int, int] = {}
 
 
-def _pixel_mask(active: torch.Tensor, vit: TokenSubsetViT) -> torch.Tensor:
-    """(B, N) patch mask -> (B, 1, H, W) pixel mask."""
-    (ph, pw), (gh, gw) = vit.patch_size, vit.grid_size
-    grid = active.view(-1, 1, gh, gw).to(torch.uint8)
-    return grid.repeat_interleave(ph, dim=2).repeat_interleave(pw, dim=3).bool()
+@dataclass(frozen=True)
+class ActiveLayout:
+    """Where the active patches of a batch sit; recomputed only when the active set changes.
 
-
-def _freeze_in_optimizer(optimizer: torch.optim.Optimizer, x: torch.Tensor, pixel_mask: torch.Tensor) -> None:
-    """Make Adam leave the pixels outside ``pixel_mask`` exactly where they are from now on.
-
-    A stopped pixel's gradient is exactly zero (it is neither gathered into a token nor part
-    of a prior pair), so with its first moment zeroed Adam's update ``lr * m / (sqrt(v) + eps)``
-    is exactly zero too. This costs nothing per iteration, unlike restoring the pixels.
+    Attributes:
+        positions: (B, K) row-major grid positions of the active patches, ascending.
+        neighbours: Their grid neighbours in the active list (for the priors).
     """
-    state = optimizer.state.get(x, {})
-    if "exp_avg" in state:
-        state["exp_avg"].mul_(pixel_mask.to(state["exp_avg"].dtype))
-    elif state:
-        raise RuntimeError("patch stopping needs Adam's first-moment state to freeze stopped pixels")
+
+    positions: torch.Tensor
+    neighbours: PatchNeighbours
+
+    @classmethod
+    def of(cls, positions: torch.Tensor, grid: tuple[int, int]) -> "ActiveLayout":
+        return cls(positions, PatchNeighbours.from_positions(positions, grid))
+
+
+def _patch_index(positions: torch.Tensor, tail: torch.Size) -> torch.Tensor:
+    """Expand (B, K) positions to index (B, K, *tail) patch tensors along dim 1."""
+    b, k = positions.shape
+    return positions.reshape(b, k, *[1] * len(tail)).expand(b, k, *tail)
+
+
+def _narrow_optimizer(
+    optimizer: torch.optim.Adam, patches: torch.Tensor, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.optim.Adam]:
+    """Continue Adam on the subset ``keep`` (B, K') of the active patches (B, K, ...).
+
+    Adam is elementwise, so carrying the step count and the kept entries of both moments over
+    to a new, smaller parameter continues every kept pixel's trajectory exactly; the stopped
+    ones simply leave.
+
+    Returns:
+        The new parameter and its optimiser.
+    """
+    index = _patch_index(keep, patches.shape[2:])
+    narrowed = patches.detach().gather(1, index).requires_grad_(True)
+    group = optimizer.param_groups[0]
+    options = {key: value for key, value in group.items() if key != "params"}
+    successor = torch.optim.Adam([narrowed], **options)
+    state = optimizer.state.get(patches)
+    if state:
+        successor.state[narrowed] = {
+            key: value.gather(1, index) if key.startswith("exp_avg") else value.clone() for key, value in state.items()
+        }
+    return narrowed, successor
 
 
 @contextlib.contextmanager
@@ -204,49 +236,58 @@ class InversionRun:
         self.shape = (int(self.targets.shape[0]), c, h, w)
         self.sampler = JitterSampler.for_image(h, self.vit.patch_size[0], config.jitter, config.flip)
         mean, std = teacher.mean_std(self.device)
-        self.lower, self.upper = (0 - mean) / std, (1 - mean) / std
+        # Valid pixel range in normalised space, shaped to broadcast over (B, K, C, ph, pw).
+        self.lower = ((0 - mean) / std).reshape(1, 1, c, 1, 1)
+        self.upper = ((1 - mean) / std).reshape(1, 1, c, 1, 1)
         self.measure = _Measurement(config.measure_costs, list(self.vit.parameters()))
-        self._layout_of: torch.Tensor | None = None
-        self._layout: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ one step
     def _loss(
-        self, x: torch.Tensor, active: torch.Tensor, jitter: PatchJitter, scoring: bool
+        self, patches: torch.Tensor, layout: ActiveLayout, jitter: PatchJitter, scoring: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Mean loss, per-sample loss and (if scoring) CLS attention (B, N) of one forward."""
-        positions, pixel_mask = self._active_layout(active)
-        patches = gather_patches(self.vit.patchify(x), positions)
-        displayed = jitter.positions(positions, self.vit.grid_size)
+        """Mean loss, per-sample loss and (if scoring) CLS attention (B, N) of one forward.
+
+        Args:
+            patches: The active patches (B, K, C, ph, pw), normalised.
+            layout: Their grid positions and neighbours.
+            jitter: This iteration's whole-patch roll and flip.
+            scoring: Also return the last block's CLS attention, scattered onto the grid.
+        """
+        displayed = jitter.positions(layout.positions, self.vit.grid_size)
         with _watch_all(self.loss_terms, self.vit):
             out = self.vit.forward_patches(jitter.patch_content(patches), displayed, scoring)
         per_sample = F.cross_entropy(out.logits, self.targets, reduction="none")
-        # The priors see the un-jittered image; their cost scales with the kept patches too.
-        per_sample = per_sample + patch_priors(
-            x, patches, pixel_mask, self.vit.patch_size, self.config.priors
-        )
+        # The priors see the un-jittered image; their cost scales with the active patches too.
+        per_sample = per_sample + patch_priors(patches, layout.neighbours, self.shape[1:], self.config.priors)
         for term in self.loss_terms:
             per_sample = per_sample + term.loss()
         scores = None
         if out.cls_attention is not None:
-            scores = torch.full(active.shape, float("-inf"), device=x.device)
-            scores.scatter_(1, positions, out.cls_attention.float())
+            scores = torch.full((patches.shape[0], self.vit.num_patches), float("-inf"), device=patches.device)
+            scores.scatter_(1, layout.positions, out.cls_attention.float())
         return per_sample.mean(), per_sample.detach(), scores
 
-    def _active_layout(self, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Kept positions and pixel mask of an active mask, recomputed only when the mask changes.
+    def image_loss(
+        self, images: torch.Tensor, active: torch.Tensor, jitter: PatchJitter, scoring: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The loop's loss on whole images whose active patches ``active`` (B, N) selects.
 
-        The loop keeps one mask object per active set, so identity is a sufficient key.
+        The same computation as an iteration (the patches are gathered from ``images``, so
+        gradients reach the images); for checks and for measuring a step in isolation.
         """
-        if self._layout_of is not active:
-            self._layout = (mask_to_positions(active), _pixel_mask(active, self.vit))
-            self._layout_of = active
-        return self._layout
+        layout = ActiveLayout.of(mask_to_positions(active), self.vit.grid_size)
+        patches = gather_patches(self.vit.patchify(images), layout.positions)
+        return self._loss(patches, layout, jitter, scoring)
 
-    def _first_patches(self, count: int) -> torch.Tensor:
-        """An active mask keeping the first ``count`` patches of every sample (costs depend on the count only)."""
-        mask = torch.zeros(self.shape[0], self.vit.num_patches, dtype=torch.bool, device=self.device)
-        mask[:, :count] = True
-        return mask
+    def _first_patches(self, count: int) -> tuple[torch.Tensor, ActiveLayout]:
+        """Zero active patches and the layout of the first ``count`` grid positions of every sample.
+
+        A step's cost depends on the active count only, not on which patches are active.
+        """
+        b, c, _, _ = self.shape
+        ph, pw = self.vit.patch_size
+        positions = torch.arange(count, device=self.device).expand(b, count)
+        return torch.zeros(b, count, c, ph, pw, device=self.device), ActiveLayout.of(positions, self.vit.grid_size)
 
     def step_flops(self, count: int, scoring: bool = False) -> int:
         """FLOPs of one forward+backward step with ``count`` active patches per sample (cached).
@@ -255,22 +296,21 @@ class InversionRun:
         """
         key = (count, scoring)
         if key not in self.measure.flops:
-            active = self._first_patches(count)
-            x = torch.zeros(self.shape, device=self.device, requires_grad=True)
-            self.measure.flops[key] = count_flops(lambda: self._loss(x, active, PatchJitter(), scoring)[0])
+            zeros, layout = self._first_patches(count)
+            patches = zeros.requires_grad_(True)
+            self.measure.flops[key] = count_flops(lambda: self._loss(patches, layout, PatchJitter(), scoring)[0])
             if not scoring and count not in self.measure.saved:
-                x = torch.zeros(self.shape, device=self.device, requires_grad=True)
+                patches = zeros.detach().requires_grad_(True)
                 with saved_activation_bytes(exclude=self.measure.parameters) as saved:
-                    loss = self._loss(x, active, PatchJitter(), False)[0]
+                    loss = self._loss(patches, layout, PatchJitter(), False)[0]
                 self.measure.saved[count] = saved["bytes"]
                 del loss
         return self.measure.flops[key]
 
     def step_forward_flops(self, count: int) -> int:
         """FLOPs of the forward pass alone (loss included) with ``count`` active patches."""
-        active = self._first_patches(count)
-        x = torch.zeros(self.shape, device=self.device)
-        return count_forward_flops(lambda: self._loss(x, active, PatchJitter(), False))
+        patches, layout = self._first_patches(count)
+        return count_forward_flops(lambda: self._loss(patches, layout, PatchJitter(), False))
 
     # ------------------------------------------------------------------ loop
     def run(self) -> list[InversionResult]:
@@ -278,18 +318,22 @@ class InversionRun:
         cfg, device = self.config, self.device
         b = self.shape[0]
         n = self.vit.num_patches
-        x = torch.randn(self.shape, generator=self.generator).to(device).requires_grad_(True)
+        init = torch.randn(self.shape, generator=self.generator).to(device)
+        # Every patch's latest content; a stopped patch's entry is final.
+        store = self.vit.patchify(init).contiguous()
         active = torch.ones(b, n, dtype=torch.bool, device=device)
+        layout = ActiveLayout.of(mask_to_positions(active), self.vit.grid_size)
+        patches = store.clone().requires_grad_(True)
         decisions = set(self.policy.decision_iterations(cfg.iterations))
-        optimizer = torch.optim.Adam([x], lr=cfg.lr, betas=cfg.betas, fused=x.device.type in ("cpu", "cuda"))
-        best = x.detach().clone()
+        optimizer = torch.optim.Adam([patches], lr=cfg.lr, betas=cfg.betas, fused=device.type in ("cpu", "cuda"))
+        best = patches.detach().clone()
         best_loss = torch.full((b,), float("inf"), device=device)
         losses = torch.zeros(cfg.iterations, device=device)
         active_tokens: list[int] = []
         emissions: list[tuple[torch.Tensor, torch.Tensor]] = []
         cuda = device.type == "cuda"
 
-        self._warm_up(x, active)
+        self._warm_up(patches, layout)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         peak_before_last = 0
@@ -300,54 +344,67 @@ class InversionRun:
             scoring = t in decisions and self.policy.needs_attention
             jitter = self.sampler.sample(self.generator)
             optimizer.zero_grad(set_to_none=True)
-            loss, per_sample, scores = self._loss(x, active, jitter, scoring)
+            loss, per_sample, scores = self._loss(patches, layout, jitter, scoring)
             loss.backward()
             if cfg.keep_best:
                 improved = per_sample < best_loss
                 best_loss = torch.where(improved, per_sample, best_loss)
-                best[improved] = x.detach()[improved]
+                best[improved] = patches.detach()[improved]
             optimizer.step()
             with torch.no_grad():
-                # Stopped pixels are in range already, so clamping leaves them as they are.
-                x.clamp_(self.lower, self.upper)
+                patches.clamp_(self.lower, self.upper)
             losses[t] = loss.detach()
-            active_tokens.append(int(active[0].sum()))
+            active_tokens.append(layout.positions.shape[1])
             if self.on_iteration is not None:
-                self.on_iteration(t, x.detach(), active)
+                self.on_iteration(t, self._assemble(store, patches.detach(), layout), active)
             if t in decisions:
                 step = self.policy.decide(t, active, scores, self.generator)
                 if step.emit is not None:
-                    emissions.append((self._snapshot(best if cfg.keep_best else x.detach()), step.emit.clone()))
+                    chosen = best if cfg.keep_best else patches.detach()
+                    emissions.append((self._snapshot(store, chosen, layout), step.emit.clone()))
                 if not torch.equal(step.active, active):
                     if not bool(step.active.sum(1).eq(step.active[0].sum()).all()) or not bool(step.active[0].any()):
                         raise SMIError("a patch policy must keep the same, non-zero number of patches per sample")
-                    _freeze_in_optimizer(optimizer, x, _pixel_mask(step.active, self.vit))
+                    if bool((step.active & ~active).any()):
+                        raise SMIError("a patch policy may only stop patches, never restart a stopped one")
+                    # The active patches' content goes to the store: final for those that stop now.
+                    store.scatter_(1, _patch_index(layout.positions, store.shape[2:]), patches.detach())
+                    keep = active.cumsum(1).sub(1).masked_select(step.active).view(b, -1)
+                    patches, optimizer = _narrow_optimizer(optimizer, patches, keep)
+                    active = step.active
+                    layout = ActiveLayout.of(mask_to_positions(active), self.vit.grid_size)
                     # Losses over another token set are not comparable: restart the best-image record.
-                    best.copy_(x.detach())
+                    best = patches.detach().clone()
                     best_loss.fill_(float("inf"))
                     if cuda:
                         peak_before_last = max(peak_before_last, torch.cuda.max_memory_allocated(device))
                         torch.cuda.reset_peak_memory_stats(device)
-                    active = step.active
         watch.stop()
         bar.close()
-        final = best if cfg.keep_best else x.detach()
-        emissions.append((self._snapshot(final), active.clone()))
+        final = best if cfg.keep_best else patches.detach()
+        emissions.append((self._snapshot(store, final, layout), active.clone()))
         stats = self._stats(watch.elapsed, active_tokens, losses, sorted(decisions), peak_before_last)
         return [self._result(images, mask, stats) for images, mask in emissions]
 
-    def _warm_up(self, x: torch.Tensor, active: torch.Tensor) -> None:
+    def _warm_up(self, patches: torch.Tensor, layout: ActiveLayout) -> None:
         """Untimed passes so that first-call allocation and kernel selection stay off the clock."""
         for _ in range(self.config.warmup_iterations):
-            scratch = x.detach().clone().requires_grad_(True)
-            self._loss(scratch, active, PatchJitter(), False)[0].backward()
+            scratch = patches.detach().clone().requires_grad_(True)
+            self._loss(scratch, layout, PatchJitter(), False)[0].backward()
 
-    def _snapshot(self, x: torch.Tensor) -> torch.Tensor:
-        return self.teacher.denormalize(x.detach()).clamp(0, 1)
+    def _assemble(self, store: torch.Tensor, patches: torch.Tensor, layout: ActiveLayout) -> torch.Tensor:
+        """Whole normalised images (B, C, H, W): the store with the active patches put in place."""
+        full = store.scatter(1, _patch_index(layout.positions, store.shape[2:]), patches)
+        return self.vit.unpatchify(full)
+
+    def _snapshot(self, store: torch.Tensor, patches: torch.Tensor, layout: ActiveLayout) -> torch.Tensor:
+        return self.teacher.denormalize(self._assemble(store, patches.detach(), layout)).clamp(0, 1)
 
     def _result(self, images: torch.Tensor, mask: torch.Tensor, stats: InversionStats) -> InversionResult:
         gh, gw = self.vit.grid_size
-        images = images * _pixel_mask(mask, self.vit).to(images.dtype)  # stopped patches black
+        (ph, pw) = self.vit.patch_size
+        pixel_mask = mask.view(-1, 1, gh, gw).repeat_interleave(ph, dim=2).repeat_interleave(pw, dim=3)
+        images = images * pixel_mask.to(images.dtype)  # stopped patches black
         return InversionResult(images.cpu(), mask.view(-1, gh, gw).cpu(), self.targets.cpu(), stats)
 
     def _stats(

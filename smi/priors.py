@@ -38,8 +38,8 @@ def _neighbour_differences(x: torch.Tensor, m: torch.Tensor) -> list[torch.Tenso
 def image_priors(x: torch.Tensor, pixel_mask: torch.Tensor | None, weights: PriorWeights) -> torch.Tensor:
     """Per-sample weighted prior loss: the reference definition on whole images.
 
-    The inversion loop uses :func:`patch_priors`, which computes the same value from the kept
-    patches (tested against this function) at a cost that shrinks with the active set.
+    The inversion loop uses :func:`patch_priors`, which computes the same value from the active
+    patches alone (tested against this function) at a cost that shrinks with the active set.
 
     Args:
         x: Images (B, C, H, W) in the model's normalised space.
@@ -64,105 +64,134 @@ def image_priors(x: torch.Tensor, pixel_mask: torch.Tensor | None, weights: Prio
     return total
 
 
-def _boundary_pairs(x: torch.Tensor, m: torch.Tensor, p: tuple[int, int]) -> list[list[torch.Tensor]]:
-    """Masked differences of the pixel pairs that straddle a patch boundary, per direction.
+@dataclass(frozen=True)
+class PatchNeighbours:
+    """Where each active patch's grid neighbours sit in the active list, computed once per active set.
 
-    Directions and pair conventions are those of :func:`_neighbour_differences`. Pairs inside a
-    patch are left out: :func:`patch_priors` takes them from the kept patches. Only the two
-    pixel columns and the two pixel rows on either side of each patch boundary are read, each
-    band with one ``index_select`` (one full-size gradient buffer in backward, not one per slice).
+    Relations, as (row, column) offsets on the patch grid: right (0, 1), down (1, 0),
+    down-right (1, 1) and up-right (-1, 1). Every pixel pair that straddles a patch boundary has
+    one patch of the pair and one of these relations as its anchor, so each pair is counted once.
+
+    Attributes:
+        index: (4, B, K) index into the active list of each relation's neighbour (0 where absent).
+        valid: (4, B, K) bool, True where the neighbour exists and is active.
+    """
+
+    index: torch.Tensor
+    valid: torch.Tensor
+
+    OFFSETS = ((0, 1), (1, 0), (1, 1), (-1, 1))
+
+    @classmethod
+    def from_positions(cls, positions: torch.Tensor, grid: tuple[int, int]) -> "PatchNeighbours":
+        """Neighbours of the active patches at row-major grid ``positions`` (B, K)."""
+        b, k = positions.shape
+        gh, gw = grid
+        slot = torch.full((b, gh * gw), -1, dtype=torch.long, device=positions.device)
+        slot.scatter_(1, positions, torch.arange(k, device=positions.device).expand(b, k))
+        row, col = positions // gw, positions % gw
+        indices, valids = [], []
+        for dr, dc in cls.OFFSETS:
+            r, c = row + dr, col + dc
+            inside = (r >= 0) & (r < gh) & (c >= 0) & (c < gw)
+            neighbour = slot.gather(1, r.clamp(0, gh - 1) * gw + c.clamp(0, gw - 1))
+            valid = inside & (neighbour >= 0)
+            indices.append(torch.where(valid, neighbour, 0))
+            valids.append(valid)
+        return cls(torch.stack(indices), torch.stack(valids))
+
+
+def _gather_neighbours(part: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per sample, the slices ``part`` (B, K, ...) of the patches that ``index`` (B, K) names."""
+    b, k = index.shape
+    return part.gather(1, index.reshape(b, k, *[1] * (part.ndim - 2)).expand_as(part))
+
+
+def _direction_pairs(patches: torch.Tensor, neighbours: PatchNeighbours) -> list[list[torch.Tensor]]:
+    """Differences of every active pixel pair, per direction of :func:`_neighbour_differences`.
+
+    Pairs inside a patch come from the patch itself; pairs across a boundary from the slice of
+    the neighbouring patch that touches it, zeroed where that neighbour is stopped or absent.
+    Work and memory scale with the number of active patches, not with the image.
+
+    Args:
+        patches: Active patches (B, K, C, ph, pw).
+        neighbours: Their neighbour relations.
 
     Returns:
-        Per direction, the masked differences (as a list of tensors).
+        Per direction (right, down, up-right, down-right), the difference tensors.
     """
-    ph, pw = p
-    h, w = x.shape[-2:]
-    cols = torch.arange(pw, w, pw, device=x.device)  # first column of each patch but the first
-    rows = torch.arange(ph, h, ph, device=x.device)
-    # Columns c*pw-1 and c*pw side by side: band[..., 2k] is left, band[..., 2k+1] right of boundary k.
-    col_index = torch.stack([cols - 1, cols], dim=1).flatten()
-    row_index = torch.stack([rows - 1, rows], dim=1).flatten()
-    xc, mc = x.index_select(3, col_index), m.index_select(3, col_index)
-    xr, mr = x.index_select(2, row_index), m.index_select(2, row_index)
-    left, right, m_left, m_right = xc[..., 0::2], xc[..., 1::2], mc[..., 0::2], mc[..., 1::2]
-    top, bottom, m_top, m_bottom = xr[..., 0::2, :], xr[..., 1::2, :], mr[..., 0::2, :], mr[..., 1::2, :]
-    not_vertical = torch.ones(w - 1, dtype=x.dtype, device=x.device)
-    not_vertical[pw - 1 :: pw] = 0  # these columns' right neighbours are counted with the column band
-
-    def masked(a: torch.Tensor, b: torch.Tensor, ma: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
-        return (a - b) * (ma * mb)
-
+    right_i, down_i, down_right_i, up_right_i = neighbours.index
+    valid = neighbours.valid.to(patches.dtype)
+    v_right, v_down = valid[0][..., None, None], valid[1][..., None, None]
+    v_down_right, v_up_right = valid[2][..., None], valid[3][..., None]
+    right = _gather_neighbours(patches[..., :, 0], right_i)  # their first column (B, K, C, ph)
+    down = _gather_neighbours(patches[..., 0, :], down_i)  # their first row (B, K, C, pw)
+    corner_dr = _gather_neighbours(patches[..., 0, 0], down_right_i)  # (B, K, C)
+    corner_ur = _gather_neighbours(patches[..., -1, 0], up_right_i)
+    p = patches
     return [
-        # right: (i, j) - (i, j+1), across vertical boundaries
-        [masked(left, right, m_left, m_right)],
-        # down: (i, j) - (i+1, j), across horizontal boundaries
-        [masked(top, bottom, m_top, m_bottom)],
-        # (i+1, j) - (i, j+1): across a vertical boundary, or a horizontal one (other columns)
+        # (i, j) - (i, j+1)
+        [p[..., :, :-1] - p[..., :, 1:], (p[..., :, -1] - right) * v_right],
+        # (i, j) - (i+1, j)
+        [p[..., :-1, :] - p[..., 1:, :], (p[..., -1, :] - down) * v_down],
+        # (i+1, j) - (i, j+1): inside; across the right edge; across the bottom edge; across the
+        # corner, anchored at the lower-left patch of the pair with its up-right neighbour.
         [
-            masked(left[..., 1:, :], right[..., :-1, :], m_left[..., 1:, :], m_right[..., :-1, :]),
-            masked(bottom[..., :-1], top[..., 1:], m_bottom[..., :-1], m_top[..., 1:]) * not_vertical,
+            p[..., 1:, :-1] - p[..., :-1, 1:],
+            (p[..., 1:, -1] - right[..., :-1]) * v_right,
+            (down[..., :-1] - p[..., -1, 1:]) * v_down,
+            (p[..., 0, -1] - corner_ur) * v_up_right,
         ],
-        # (i, j) - (i+1, j+1): across a vertical boundary, or a horizontal one (other columns)
+        # (i, j) - (i+1, j+1): inside; across the right edge; across the bottom edge; the corner.
         [
-            masked(left[..., :-1, :], right[..., 1:, :], m_left[..., :-1, :], m_right[..., 1:, :]),
-            masked(top[..., :-1], bottom[..., 1:], m_top[..., :-1], m_bottom[..., 1:]) * not_vertical,
+            p[..., :-1, :-1] - p[..., 1:, 1:],
+            (p[..., :-1, -1] - right[..., 1:]) * v_right,
+            (p[..., -1, :-1] - down[..., 1:]) * v_down,
+            (p[..., -1, -1] - corner_dr) * v_down_right,
         ],
-    ]
-
-
-def _inner_pairs(patches: torch.Tensor) -> list[torch.Tensor]:
-    """Differences of the pixel pairs inside each kept patch (B, K, C, ph, pw), per direction."""
-    return [
-        patches[..., :, :-1] - patches[..., :, 1:],
-        patches[..., :-1, :] - patches[..., 1:, :],
-        patches[..., 1:, :-1] - patches[..., :-1, 1:],
-        patches[..., :-1, :-1] - patches[..., 1:, 1:],
     ]
 
 
 def patch_priors(
-    x: torch.Tensor,
-    kept_patches: torch.Tensor,
-    pixel_mask: torch.Tensor,
-    patch_size: tuple[int, int],
+    patches: torch.Tensor,
+    neighbours: PatchNeighbours,
+    image_shape: tuple[int, int, int],
     weights: PriorWeights,
 ) -> torch.Tensor:
-    """The priors of :func:`image_priors`, computed from the kept patches (same value).
+    """The priors of :func:`image_priors`, computed from the active patches alone (same value).
 
-    Pairs inside a kept patch come from the gathered patches, so that work scales with the
-    number of kept patches; only the pairs across patch boundaries are read from the image.
-    This keeps a sparse iteration's fixed cost small, which is what lets the wall time follow
-    the FLOPs.
+    The inversion loop optimises only the active patches, so the priors read nothing else:
+    pairs inside a patch come from the patch, pairs across a boundary from the touching slice
+    of the neighbouring active patch. A sparse iteration's prior cost thus shrinks with the
+    active set, which is what lets the wall time follow the FLOPs.
 
     Args:
-        x: Images (B, C, H, W) in the model's normalised space.
-        kept_patches: The kept patches of ``x`` (B, K, C, ph, pw), gathered at source positions.
-        pixel_mask: Bool (B, 1, H, W), True on active pixels.
-        patch_size: (ph, pw).
+        patches: Active patches (B, K, C, ph, pw) in the model's normalised space.
+        neighbours: Their neighbour relations (:meth:`PatchNeighbours.from_positions`).
+        image_shape: (C, H, W) of the whole image (the L1 TV is a mean over its pairs).
         weights: Prior weights.
 
     Returns:
         Loss per sample (B,).
     """
-    total = x.new_zeros(x.shape[0])
+    b = patches.shape[0]
+    total = patches.new_zeros(b)
     if weights.tv_l2 == 0 and weights.tv_l1 == 0 and weights.l2 == 0:
         return total
-    b, c, h, w = x.shape
+    c, h, w = image_shape
     if weights.tv_l2 or weights.tv_l1:
-        m = pixel_mask.to(x.dtype)
         # Element counts of the full-image difference tensors, so means match image_priors.
         sizes = [c * h * (w - 1), c * (h - 1) * w, c * (h - 1) * (w - 1), c * (h - 1) * (w - 1)]
-        inner = _inner_pairs(kept_patches)
-        cross = _boundary_pairs(x, m, patch_size)
-        for inside, across, size in zip(inner, cross, sizes):
-            parts = [inside.reshape(b, -1)] + [d.reshape(b, -1) for d in across]
+        for parts, size in zip(_direction_pairs(patches, neighbours), sizes):
+            flat = [part.reshape(b, -1) for part in parts]
             if weights.tv_l2:
                 # The norm of the concatenation, without copying the parts into one tensor;
                 # vector_norm's backward is safe (zero) where a part is all zero.
-                norms = torch.stack([part.norm(dim=1) for part in parts], dim=1)
+                norms = torch.stack([part.norm(dim=1) for part in flat], dim=1)
                 total = total + weights.tv_l2 * norms.norm(dim=1)
             if weights.tv_l1:
-                total = total + weights.tv_l1 * sum(part.abs().sum(dim=1) for part in parts) / size / 4
+                total = total + weights.tv_l1 * sum(part.abs().sum(dim=1) for part in flat) / size / 4
     if weights.l2:
-        total = total + weights.l2 * kept_patches.reshape(b, -1).norm(dim=1)
+        total = total + weights.l2 * patches.reshape(b, -1).norm(dim=1)
     return total

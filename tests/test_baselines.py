@@ -89,7 +89,7 @@ def test_pri_flops_are_the_sum_of_measured_per_count_flops(tiny_teacher) -> None
     for t, count in enumerate(stats.active_tokens):
         mask = torch.zeros(4, 64, dtype=torch.bool)
         mask[:, :count] = True
-        expected += count_flops(lambda: probe._loss(x, mask, PatchJitter(), t in decisions)[0])
+        expected += count_flops(lambda: probe.image_loss(x, mask, PatchJitter(), t in decisions)[0])
     assert stats.flops_total == expected
     assert sorted(stats.flops_by_tokens) == [16, 32, 48, 64]
     dense = create_method("dense").invert(request(tiny_teacher, targets, cfg))[0].stats
@@ -144,7 +144,7 @@ def test_psaq_smi_stops_patches_and_the_term_sees_kept_tokens_only(tiny_teacher)
     run = InversionRun(tiny_teacher, torch.arange(4), cfg, None, [term])
     mask = torch.zeros(4, 64, dtype=torch.bool)
     mask[:, ::4] = True
-    run._loss(torch.randn(4, 3, 32, 32), mask, PatchJitter(), False)
+    run.image_loss(torch.randn(4, 3, 32, 32), mask, PatchJitter(), False)
     # loss() was called inside _loss and cleared the record; watch again to inspect shapes.
     with term.watch(run.vit):
         run.vit.forward(torch.randn(4, 3, 32, 32), mask.nonzero()[:, 1].view(4, 16))

@@ -25,7 +25,7 @@ def test_stopped_patches_get_no_gradient_including_priors(tiny_teacher) -> None:
     x = torch.randn(4, 3, 32, 32, requires_grad=True)
     from smi.augment import PatchJitter
 
-    loss, _, _ = run._loss(x, active, PatchJitter(1, 1, True), False)
+    loss, _, _ = run.image_loss(x, active, PatchJitter(1, 1, True), False)
     loss.backward()
     grad_per_patch = run.vit.patchify(x.grad).abs().flatten(2).sum(-1)
     assert bool((grad_per_patch[~active] == 0).all())
@@ -99,7 +99,7 @@ def test_dense_iteration_flops_match_analytic_vit_formula() -> None:
     x = torch.randn(batch, 3, 32, 32, requires_grad=True)
     from smi.augment import PatchJitter
 
-    measured = count_flops(lambda: run._loss(x, active, PatchJitter(), False)[0])
+    measured = count_flops(lambda: run.image_loss(x, active, PatchJitter(), False)[0])
     tokens, patch_dim = 65, 3 * 4 * 4
     per_sample = depth * vit_block_flops_analytic(tokens, dim, int(dim * mlp_ratio))
     per_sample += 2 * (2 * 64 * patch_dim * dim)  # patch projection, forward and input gradient
@@ -142,9 +142,9 @@ def test_bad_config_values_are_clear_errors() -> None:
         InversionConfig(jitter=1.5)
 
 
-@pytest.mark.parametrize("img_size,patch", [(32, 4), (48, 16)])
+@pytest.mark.parametrize("img_size,patch", [(32, 4), (48, 16), (12, 1)])
 def test_patch_space_priors_equal_image_priors(img_size: int, patch: int) -> None:
-    from smi.priors import patch_priors
+    from smi.priors import PatchNeighbours, patch_priors
     from smi.sparse_vit import gather_patches, mask_to_positions
 
     torch.manual_seed(0)
@@ -153,13 +153,51 @@ def test_patch_space_priors_equal_image_priors(img_size: int, patch: int) -> Non
     active = torch.zeros(3, grid * grid, dtype=torch.bool)
     for i in range(3):
         active[i, torch.randperm(grid * grid)[: grid * grid // 2]] = True
-    pixel = active.view(3, 1, grid, grid).repeat_interleave(patch, 2).repeat_interleave(patch, 3)
-    patches = x.reshape(3, 3, grid, patch, grid, patch).permute(0, 2, 4, 1, 3, 5).reshape(3, grid * grid, 3, patch, patch)
-    kept = gather_patches(patches, mask_to_positions(active))
+    active[0] = True  # one sample keeps everything: every boundary pair counts
+    active[1] = False
+    active[1, :2] = True  # two neighbours on the top edge
+    active[2, torch.randperm(grid * grid)[: grid * grid // 2]] = True
+    counts = active.sum(1)
     weights = PriorWeights(tv_l2=1.0, tv_l1=0.5, l2=0.3)
+    pixel = active.view(3, 1, grid, grid).repeat_interleave(patch, 2).repeat_interleave(patch, 3)
     reference = image_priors(x, pixel, weights)
-    fast = patch_priors(x, kept, pixel, (patch, patch), weights)
-    torch.testing.assert_close(fast, reference)
     (g_ref,) = torch.autograd.grad(reference.sum(), x)
-    (g_fast,) = torch.autograd.grad(patch_priors(x, kept, pixel, (patch, patch), weights).sum(), x)
+    patches = x.reshape(3, 3, grid, patch, grid, patch).permute(0, 2, 4, 1, 3, 5).reshape(3, grid * grid, 3, patch, patch)
+    # Samples keep different counts here; the loop has equal counts, so check one sample at a time.
+    fast, g_fast = [], torch.zeros_like(x)
+    for i in range(3):
+        positions = mask_to_positions(active[i : i + 1])
+        kept = gather_patches(patches[i : i + 1], positions)
+        value = patch_priors(kept, PatchNeighbours.from_positions(positions, (grid, grid)), (3, img_size, img_size), weights)
+        (g,) = torch.autograd.grad(value.sum(), x)
+        fast.append(value)
+        g_fast += g
+    assert counts.tolist()[:2] == [grid * grid, 2]
+    torch.testing.assert_close(torch.cat(fast), reference)
     torch.testing.assert_close(g_fast, g_ref)
+
+
+def test_narrowed_adam_continues_the_kept_pixels_exactly() -> None:
+    from smi.inversion import _narrow_optimizer
+
+    torch.manual_seed(0)
+    full = torch.randn(2, 5, 3, 2, 2, requires_grad=True)
+    sub = full.detach().clone().requires_grad_(True)
+    opt_full = torch.optim.Adam([full], lr=0.1, betas=(0.5, 0.99))
+    opt_sub = torch.optim.Adam([sub], lr=0.1, betas=(0.5, 0.99))
+    target = torch.randn(2, 5, 3, 2, 2)
+    keep = torch.tensor([[0, 2, 3], [1, 3, 4]])
+    for step in range(6):
+        for param, opt in ((full, opt_full), (sub, opt_sub)):
+            opt.zero_grad()
+            mask = torch.ones(2, param.shape[1], 1, 1, 1)
+            if step >= 3 and param is full:  # the reference: stopped entries simply get no gradient
+                mask = torch.zeros_like(mask).scatter_(1, keep[..., None, None, None], 1.0)
+            t = target if param.shape[1] == 5 else target.gather(1, keep[..., None, None, None].expand(-1, -1, 3, 2, 2))
+            ((param - t) ** 2 * mask).sum().backward()
+            opt.step()
+        if step == 2:
+            sub, opt_sub = _narrow_optimizer(opt_sub, sub, keep)
+            assert sub.shape == (2, 3, 3, 2, 2)
+    kept = full.detach().gather(1, keep[..., None, None, None].expand(-1, -1, 3, 2, 2))
+    torch.testing.assert_close(sub.detach(), kept, rtol=0, atol=1e-6)

@@ -35,6 +35,9 @@ class Recipe:
         optimizer: A timm optimizer name (``timm.optim.create_optimizer_v2``).
         shift: Random translation of up to this fraction of the side (edge pixels replicated).
         hflip: Random horizontal flips (never for digits: a flipped digit is another glyph).
+        noise_std: Standard deviation of Gaussian noise added to every training input, in the
+            model's normalised input units (0 disables). A noise-robust teacher has more
+            perceptually aligned input gradients, so its inversions look more like its data.
         grad_clip: Clip the gradient norm to this value; ``None`` disables.
         sincos_pos_init: Start the position embedding of a model trained from scratch from
             a 2-D sin-cos table (``train`` only; fine-tuning keeps the pretrained one).
@@ -52,6 +55,7 @@ class Recipe:
     optimizer: str = "adamw"
     shift: float = 0.0625
     hflip: bool = False
+    noise_std: float = 0.0
     grad_clip: float | None = 1.0
     sincos_pos_init: bool = True
     eval_batch_size: int = 256
@@ -64,6 +68,8 @@ class Recipe:
             raise SMIError("recipe lr must be positive; min_lr, weight_decay and warmup_epochs non-negative.")
         if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.shift < 0.5:
             raise SMIError("recipe label_smoothing must lie in [0, 1) and shift in [0, 0.5).")
+        if not self.noise_std >= 0:
+            raise SMIError(f"recipe noise_std = {self.noise_std} must be >= 0 (0 disables input noise).")
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | None) -> "Recipe":

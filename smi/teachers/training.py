@@ -26,7 +26,7 @@ _WARMUP_LR_FRACTION = 0.01  # warm-up starts at this fraction of the peak learni
 
 
 def augment(images: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
-    """Random whole-pixel translation (edges replicated) and optional horizontal flip."""
+    """Random whole-pixel translation (edges replicated), optional horizontal flip, optional Gaussian noise."""
     b, _, h, w = images.shape
     max_dy, max_dx = int(recipe.shift * h), int(recipe.shift * w)
     if max_dy or max_dx:
@@ -41,6 +41,10 @@ def augment(images: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch
     if recipe.hflip:
         flip = (torch.rand(b, generator=gen) < 0.5).to(images.device)
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    if recipe.noise_std > 0:
+        # Drawn on the CPU generator so that the noise depends on the seed alone, not the device.
+        noise = torch.randn(images.shape, generator=gen).to(images.device)
+        images = images + recipe.noise_std * noise
     return images.contiguous()
 
 
