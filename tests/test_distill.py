@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from smi.cli import main
-from smi.distill import DistillRecipe, PatchAugment, StudentSpec, distill, images_for_budget, kd_loss
+from smi.distill import DistillRecipe, PatchAugment, PatchErase, StudentSpec, distill, images_for_budget, kd_loss
 from smi.errors import SMIError
 from smi.imageset import ImageSet
 from tests.test_quant import CLASSES, GRID, PATCH, dense_set, make_images, trained  # noqa: F401 (fixture)
@@ -57,6 +57,62 @@ def test_patch_augment_keeps_sparse_images_sparse() -> None:
     assert torch.equal(again[0], out) and torch.equal(again[1], masks)
 
 
+def test_patch_erase_blackens_whole_kept_patches_only() -> None:
+    images, labels = make_images(32, seed=0)
+    # No kept pixel is black by chance; stopped pixels hold 0.5 so that touching one shows.
+    sparse = sparse_set(images.clamp(0.01, 1), labels, fill=0.5)
+    erase = PatchErase((PATCH, PATCH), max_fraction=0.9)
+    out = erase(sparse.images, sparse.keep_masks, torch.Generator().manual_seed(3))
+    blocks = out.unfold(2, PATCH, PATCH).unfold(3, PATCH, PATCH)  # (B, C, gh, gw, ph, pw)
+    black = (blocks == 0).all(dim=(1, 4, 5))
+    partly_black = (blocks == 0).any(dim=(1, 4, 5))
+    assert torch.equal(black, partly_black), "a patch was erased only in part"
+    stopped = ~sparse.keep_masks
+    assert bool((blocks.permute(0, 2, 3, 1, 4, 5)[stopped] == 0.5).all()), "a stopped patch was touched"
+    erased = black & sparse.keep_masks
+    assert 0 < int(erased.sum()) < int(sparse.keep_masks.sum()), "nothing or everything was erased"
+    kept = sparse.images.unfold(2, PATCH, PATCH).unfold(3, PATCH, PATCH)
+    untouched = (sparse.keep_masks & ~black)[:, None, :, :, None, None].expand_as(blocks)
+    assert torch.equal(blocks[untouched], kept[untouched]), "a kept, non-erased patch changed"
+    again = erase(sparse.images, sparse.keep_masks, torch.Generator().manual_seed(3))
+    other = erase(sparse.images, sparse.keep_masks, torch.Generator().manual_seed(4))
+    assert torch.equal(again, out) and not torch.equal(other, out)
+    assert PatchErase((PATCH, PATCH), 0.0)(sparse.images, sparse.keep_masks, torch.Generator()) is sparse.images
+    with pytest.raises(SMIError, match="erase"):
+        PatchErase((PATCH, PATCH), 1.0)
+
+
+def test_teacher_labels_the_erased_input(trained, monkeypatch) -> None:
+    """The KD target of a step is the teacher's output on that step's augmented, erased batch."""
+    import smi.distill.train as train
+    from smi.sparse_vit import TokenSubsetViT
+
+    teacher, images, labels, test_set = trained
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    targets: list[torch.Tensor] = []
+
+    class Recording(PatchErase):
+        def __call__(self, batch, masks, generator):
+            out = super().__call__(batch, masks, generator)
+            seen.append((out.clone(), masks.clone()))
+            return out
+
+    def recording_loss(student_logits, teacher_logits, temperature):
+        targets.append(teacher_logits.detach().clone())
+        return kd_loss(student_logits, teacher_logits, temperature)
+
+    monkeypatch.setattr(train, "PatchErase", Recording)
+    monkeypatch.setattr(train, "kd_loss", recording_loss)
+    recipe = DistillRecipe(epochs=1, batch_size=16, eval_batch_size=300, erase=0.75)
+    distill(teacher, sparse_set(images[:32], labels[:32], 0.0), STUDENT, recipe, test_set, 0, "cpu", progress=False)
+    assert len(seen) == len(targets) == 2
+    view = TokenSubsetViT(teacher.model)
+    for (batch, masks), target in zip(seen, targets):
+        assert bool((batch == 0).any()), "nothing was erased"
+        with torch.no_grad():
+            torch.testing.assert_close(target, view.forward_masked(teacher.normalize(batch), masks))
+
+
 def test_images_for_budget() -> None:
     assert images_for_budget(100.0, 1.0, 500) == 100
     assert images_for_budget(100.0, 0.25, 500) == 400  # a 4x cheaper method gets 4x the images
@@ -75,6 +131,11 @@ def test_bad_specs_rejected(trained) -> None:
         StudentSpec(init="checkpoint")
     with pytest.raises(SMIError, match="augment"):
         DistillRecipe(augment="mixup")
+    for bad in (-0.1, 1.0):
+        with pytest.raises(SMIError, match="erase"):
+            DistillRecipe(erase=bad)
+    with pytest.raises(SMIError, match="eval_every"):
+        DistillRecipe(eval_every=0)
     wrong_grid = StudentSpec(model_kwargs={"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 8})
     with pytest.raises(SMIError, match="patch grid"):
         distill(teacher, dense_set(images[:32], labels[:32], "real"), wrong_grid, RECIPE, test_set, 0, "cpu", progress=False)
@@ -95,13 +156,21 @@ def test_distillation_on_real_images_learns(trained) -> None:
     assert result.teacher_accuracy["top1"] > 80.0
 
 
+def test_evaluation_every_k_epochs_and_after_the_last(trained) -> None:
+    teacher, images, labels, test_set = trained
+    recipe = DistillRecipe(epochs=5, batch_size=32, warmup_epochs=0, eval_batch_size=300, eval_every=2)
+    result = distill(teacher, dense_set(images[:32], labels[:32], "real"), STUDENT, recipe, test_set, 0, "cpu", progress=False)
+    assert [c["epoch"] for c in result.curve] == [2, 4, 5]
+    assert result.curve[0]["wall_time_s"] < result.curve[-1]["wall_time_s"]
+
+
 def test_stopped_patches_never_reach_teacher_or_student(trained) -> None:
-    """Training on sparse images must not depend on what the stopped patches hold.
+    """Training on sparse images must not depend on what the stopped patches hold, erasing on.
 
     Two runs with the same seed must also match exactly (determinism), which this implies.
     """
     teacher, images, labels, test_set = trained
-    recipe = DistillRecipe(epochs=1, batch_size=32, eval_batch_size=300, num_images=64)
+    recipe = DistillRecipe(epochs=1, batch_size=32, eval_batch_size=300, num_images=64, erase=0.75)
     runs = [
         distill(teacher, sparse_set(images[:64], labels[:64], fill), STUDENT, recipe, test_set, 0, "cpu", progress=False)
         for fill in (0.0, 1.0)

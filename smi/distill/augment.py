@@ -1,5 +1,8 @@
 """Augmentations of synthetic images that keep sparse images sparse.
 
+Every augmented batch is labelled by the teacher's logits on the augmented input (see
+:mod:`smi.distill.train`), so no augmentation invents a label.
+
 A sparse image (Sparse Model Inversion, Hu et al., ICML 2024) is its kept patches; anything
 that moved pixels across patch borders would blend kept and stopped (black) content. So the
 image and its keep mask move together, in whole patches only:
@@ -10,6 +13,11 @@ image and its keep mask move together, in whole patches only:
 Every kept patch stays one kept token with the same content; only its grid position (hence
 its position embedding) changes. Each image draws its own roll and flip from a seeded
 generator.
+
+:class:`PatchErase` is Random Erasing (Zhong et al., AAAI 2020) in whole patches: a random
+fraction of each image's *kept* patches is painted black and stays a kept token, so the student
+also learns the teacher's response to blank regions, which inverted images never contain.
+Stopped patches stay stopped and black.
 """
 
 from __future__ import annotations
@@ -77,3 +85,46 @@ class PatchAugment:
             out_images.append(image)
             out_masks.append(mask)
         return torch.stack(out_images), torch.stack(out_masks)
+
+
+class PatchErase:
+    """Per-image random erasing of whole kept patches to black (they stay kept tokens).
+
+    Each image draws a fraction ``u ~ U(0, max_fraction)`` and erases each of its kept patches
+    independently with probability ``u``. Masks are unchanged: an erased patch is a black *kept*
+    token, a stopped patch stays stopped.
+
+    Args:
+        patch_size: (ph, pw) of the model's patches.
+        max_fraction: Largest expected fraction of kept patches erased, in [0, 1) (0: off).
+    """
+
+    def __init__(self, patch_size: tuple[int, int], max_fraction: float) -> None:
+        if not 0.0 <= float(max_fraction) < 1.0:
+            raise SMIError(f"erase fraction {max_fraction} must lie in [0, 1) (0 disables erasing).")
+        self.patch_size = tuple(patch_size)
+        self.max_fraction = float(max_fraction)
+
+    @property
+    def active(self) -> bool:
+        return self.max_fraction > 0
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Erase a batch.
+
+        Args:
+            images: (B, C, H, W) images in pixel space (black is 0).
+            masks: (B, gh, gw) boolean keep masks.
+            generator: Seeded CPU generator for the random draws.
+
+        Returns:
+            The images with the erased patches set to 0 (a new tensor; masks need no change).
+        """
+        if not self.active:
+            return images
+        b, gh, gw = masks.shape
+        fraction = self.max_fraction * torch.rand(b, 1, 1, generator=generator)
+        erased = (torch.rand(b, gh, gw, generator=generator) < fraction) & masks.cpu()
+        ph, pw = self.patch_size
+        pixels = erased.repeat_interleave(ph, 1).repeat_interleave(pw, 2)[:, None].to(images.device)
+        return images.masked_fill(pixels, 0.0)

@@ -67,10 +67,17 @@ class DistillRecipe:
         augment: ``patch_shift_flip`` (random whole-patch roll and horizontal flip, image and keep
             mask together), ``flip`` (flip only) or ``none``. Both keep sparse images sparse.
         max_shift: Largest roll, in patches, along each axis for ``patch_shift_flip``.
+        erase: Whole-patch random erasing (:class:`~smi.distill.augment.PatchErase`): each image
+            erases a fraction ``U(0, erase)`` of its kept patches to black, and the teacher labels
+            the erased image. 0 disables. Inverted images hold no blank region, so without it a
+            student never learns the teacher's response to one (the backgrounds of real images).
         num_images: Images used (a seeded subset); ``None`` uses the whole set. Equal counts
             across methods are the default comparison; see :mod:`smi.distill.budget` for equal
             inversion compute.
         eval_batch_size: Images per forward on the test split.
+        eval_every: Evaluate on the test split every this many epochs (and always after the
+            final one); the curve holds the evaluated epochs. Evaluation is a large part of a
+            short epoch's cost.
     """
 
     epochs: int = 30
@@ -81,13 +88,15 @@ class DistillRecipe:
     temperature: float = PAPER_TEMPERATURE
     augment: str = "patch_shift_flip"
     max_shift: int = 1
+    erase: float = 0.0
     num_images: int | None = None
     eval_batch_size: int = 256
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTATIONS:
             raise SMIError(f"augment {self.augment!r} is unknown; choose one of {list(AUGMENTATIONS)}.")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if int(getattr(self, name)) < 1:
                 raise SMIError(f"distillation recipe {name} = {getattr(self, name)} must be at least 1.")
         if self.num_images is not None and int(self.num_images) < 1:
@@ -96,3 +105,5 @@ class DistillRecipe:
             raise SMIError("distillation recipe temperature and lr must be positive.")
         if int(self.max_shift) < 0 or float(self.warmup_epochs) < 0 or float(self.weight_decay) < 0:
             raise SMIError("distillation recipe max_shift, warmup_epochs and weight_decay must be >= 0.")
+        if not 0.0 <= float(self.erase) < 1.0:
+            raise SMIError(f"distillation recipe erase = {self.erase} must lie in [0, 1) (0 disables erasing).")

@@ -4,10 +4,13 @@ The data-free knowledge-transfer protocol of Sparse Model Inversion (Hu et al., 
 the student learns to match the teacher's softened predictions (KL divergence at temperature
 T, paper: 20, scaled by T^2 as in Hinton et al., 2015) on a method's synthetic images. Teacher
 and student both run on the kept tokens of sparse images (:class:`~smi.sparse_vit.TokenSubsetViT`),
-so stopped (black) patches are never seen by either.
+so stopped (black) patches are never seen by either. Each batch is augmented (whole-patch
+roll / flip, optional whole-patch erasing) and then labelled by the teacher's logits on the
+augmented input, so augmentation never invents a label.
 
-The student is evaluated on the real test split after every epoch; the whole curve is kept
-and the reported figure is the *final* epoch's (the test set never selects an epoch).
+The student is evaluated on the real test split every ``eval_every`` epochs and after the last;
+the whole curve is kept and the reported figure is the *final* epoch's (the test set never
+selects an epoch).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from smi.distill.augment import PatchAugment
+from smi.distill.augment import PatchAugment, PatchErase
 from smi.distill.config import DistillRecipe, StudentSpec
 from smi.distill.student import build_student
 from smi.imageset import ImageSet
@@ -39,8 +42,9 @@ class DistillResult:
 
     Attributes:
         student: The trained student (eval mode).
-        curve: One dict per epoch: ``epoch``, ``train_loss``, ``test_top1``, ``test_top5``,
-            ``wall_time_s`` (cumulative training time, evaluation excluded).
+        curve: One dict per evaluated epoch: ``epoch``, ``train_loss`` (that epoch's mean),
+            ``test_top1``, ``test_top5``, ``wall_time_s`` (cumulative training time, evaluation
+            excluded).
         num_images: Synthetic images trained on.
         teacher_accuracy: The teacher's accuracy on the test split (same metric code).
         extra: Final-epoch accuracy of the student on the extra splits (by name).
@@ -77,7 +81,7 @@ def distill(
     extra_test_sets: dict[str, Dataset] | None = None,
     progress: bool = True,
 ) -> DistillResult:
-    """Distil ``teacher`` into a new student on ``image_set``; evaluate after every epoch.
+    """Distil ``teacher`` into a new student on ``image_set``; evaluate every ``eval_every`` epochs.
 
     Args:
         teacher: The teacher (model on ``device``, eval mode).
@@ -102,6 +106,7 @@ def distill(
     student = build_student(student_spec, teacher, seed, device)
     student_view = TokenSubsetViT(student)
     augment = PatchAugment.from_name(recipe.augment, teacher_view.patch_size, recipe.max_shift)
+    erase = PatchErase(teacher_view.patch_size, recipe.erase)
 
     steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
     params = [p for p in student.parameters() if p.requires_grad]
@@ -123,8 +128,9 @@ def distill(
         for first in range(0, len(images), recipe.batch_size):
             index = order[first : first + recipe.batch_size]
             batch, masks = augment(images.images[index], images.keep_masks[index], generator)
+            batch = erase(batch, masks, generator)
             batch, masks = teacher.normalize(batch.to(device)), masks.to(device)
-            with torch.no_grad():
+            with torch.no_grad():  # the teacher labels the augmented input
                 target = teacher_view.forward_masked(batch, masks)
             loss = kd_loss(student_view.forward_masked(batch, masks), target, recipe.temperature)
             optimizer.zero_grad(set_to_none=True)
@@ -133,6 +139,8 @@ def distill(
             scheduler.step()
             loss_sum += float(loss.detach()) * len(index)
         train_time += time.perf_counter() - start
+        if epoch % recipe.eval_every and epoch != recipe.epochs:
+            continue
         student.eval()
         acc = evaluate_logits(student, test_set, recipe.eval_batch_size, device, f"evaluate epoch {epoch}", progress)
         curve.append(
