@@ -65,6 +65,10 @@ class QuantViT(TokenSubsetViT):
             quantizer.finalize()
         self.set_mode("quantize")
 
+    def activation_ranges(self) -> dict[str, list[float]]:
+        """Calibrated [lo, hi] of every activation quantizer, by module name (after :meth:`finalize`)."""
+        return {name: list(quantizer.quantization_range()) for name, quantizer in self.act_quantizers()}
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of normalised dense images (every patch kept)."""
         return self.forward(images).logits

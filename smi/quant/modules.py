@@ -62,6 +62,11 @@ class ActQuantizer(nn.Module):
         self.scale.copy_(scale)
         self.zero_point.copy_(zero_point)
 
+    def quantization_range(self) -> tuple[float, float]:
+        """The calibrated range [lo, hi] the quantizer represents; values outside are clipped."""
+        scale, zero_point = float(self.scale), float(self.zero_point)
+        return (self.grid.qmin - zero_point) * scale, (self.grid.qmax - zero_point) * scale
+
     def extra_repr(self) -> str:
         return f"bits={self.bits}, estimator={self.observer.estimator}, mode={self.mode}"
 

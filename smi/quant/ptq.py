@@ -52,7 +52,9 @@ def run_ptq(
     Returns:
         The measured numbers: ``top1``, ``top5`` (quantized), ``fp_top1``, ``fp_top5``,
         ``w_bits``, ``a_bits``, ``calib_size``, ``range_estimator``, ``calib_sparsity``,
-        ``num_test_images``, ``calib_time_s``, ``eval_time_s`` and the ``quant_config``.
+        ``num_test_images``, ``calib_time_s``, ``eval_time_s``, the ``quant_config`` and the
+        calibrated ``activation_ranges`` ([lo, hi] per activation quantizer, by module name), so
+        that calibration sources can be compared range by range.
 
     Raises:
         SMIError: If the set does not fit the teacher, is empty or too small.
@@ -86,6 +88,7 @@ def run_ptq(
         "calib_time_s": calib_time,
         "eval_time_s": eval_time,
         "quant_config": to_dict(config),
+        "activation_ranges": qmodel.activation_ranges(),
     }
 
 
