@@ -233,7 +233,8 @@ def test_cli_writes_metrics(trained, tmp_path, monkeypatch) -> None:
     assert record["kind"] == "quantization" and record["calibration"] == "real" and record["teacher"] == "t"
     assert (record["w_bits"], record["a_bits"], record["calib_size"]) == (4, 8, 32)
     ranges = record["activation_ranges"]
-    assert len(ranges) >= 4 and all(lo <= 0.0 <= hi and lo < hi for lo, hi in ranges.values())
+    assert len({r["quantizer"] for r in ranges}) == len(ranges) >= 4
+    assert all(r["lo"] <= 0.0 <= r["hi"] and r["lo"] < r["hi"] for r in ranges)
     bad = argv[:-3] + ["--w-bits", "17", "--out", str(tmp_path / "bad.json"), "--no-progress"]
     assert main(bad) == 2
     assert not (tmp_path / "bad.json").exists()

@@ -87,7 +87,7 @@ def test_long_tables_hold_the_curves(agg):
 
 def test_write_and_read_round_trip(agg, tmp_path):
     written = write_aggregate(agg, tmp_path / "summary.csv")
-    assert {p.name for p in written} == {"summary.csv", "curves.csv", "active_tokens.csv", "loss_curves.csv"}
+    assert {p.name for p in written} == {"summary.csv", "curves.csv", "active_tokens.csv", "loss_curves.csv", "activation_ranges.csv"}
     back = read_aggregate(tmp_path)
     assert back.summary.shape == agg.summary.shape
     assert back.summary["seed"].dtype == "Int64"
@@ -317,13 +317,19 @@ def test_records_missing_optional_keys_still_render():
         ("a", {"kind": "inversion", "method": "ext", "time_per_image_s": 1.0}),
         ("b", {"kind": "inversion", "dataset": "d", "teacher": "t", "method": "dense", "seed": 0,
                "time_per_image_s": 2.0, "active_tokens": [4, 4]}),
-        ("c", {"kind": "quantization", "calibration": "smi", "top1": 50}),
+        ("c", {"kind": "quantization", "calibration": "smi", "top1": 50,
+               "activation_ranges": [{"quantizer": "blocks.0.attn.qkv.act_in", "lo": -1.5, "hi": 2.0}]}),  # fmt: skip
         ("d", {"kind": "distillation", "method": "smi", "final_top1": 3, "curve": [{"test_top1": 1}, {"test_top1": 3}]}),
         ("e", {"kind": "foreground", "precision": 0.5}),
         ("f", {"kind": "something_new", "x": [1]}),
     ]
     agg = aggregate(records)
     assert agg.table("curves.csv")["epoch"].tolist() == [1, 2]  # epochs counted from 1 when absent
+    ranges = agg.table("activation_ranges.csv")
+    assert ranges[["source", "calibration", "quantizer", "lo", "hi"]].values.tolist() == [
+        ["c", "smi", "blocks.0.attn.qkv.act_in", -1.5, 2.0]
+    ]
+    assert "activation_ranges" not in " ".join(agg.summary.columns)  # a list: long table only
     tables = build_tables(agg)
     assert cell(tables["efficiency"], "Time / image (s)", method="ext")[0] == pytest.approx(1.0)
     assert cell(tables["quantization"], "n/a W?/A? (%)", calibration="smi")[0] == pytest.approx(50.0)

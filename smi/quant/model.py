@@ -65,9 +65,17 @@ class QuantViT(TokenSubsetViT):
             quantizer.finalize()
         self.set_mode("quantize")
 
-    def activation_ranges(self) -> dict[str, list[float]]:
-        """Calibrated [lo, hi] of every activation quantizer, by module name (after :meth:`finalize`)."""
-        return {name: list(quantizer.quantization_range()) for name, quantizer in self.act_quantizers()}
+    def activation_ranges(self) -> list[dict[str, float | str]]:
+        """Calibrated range of every activation quantizer (after :meth:`finalize`).
+
+        Returns:
+            One ``{"quantizer": module name, "lo": ..., "hi": ...}`` per quantizer.
+        """
+        out: list[dict[str, float | str]] = []
+        for name, quantizer in self.act_quantizers():
+            lo, hi = quantizer.quantization_range()
+            out.append({"quantizer": name, "lo": lo, "hi": hi})
+        return out
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of normalised dense images (every patch kept)."""

@@ -53,8 +53,8 @@ def run_ptq(
         The measured numbers: ``top1``, ``top5`` (quantized), ``fp_top1``, ``fp_top5``,
         ``w_bits``, ``a_bits``, ``calib_size``, ``range_estimator``, ``calib_sparsity``,
         ``num_test_images``, ``calib_time_s``, ``eval_time_s``, the ``quant_config`` and the
-        calibrated ``activation_ranges`` ([lo, hi] per activation quantizer, by module name), so
-        that calibration sources can be compared range by range.
+        calibrated ``activation_ranges`` (``quantizer``, ``lo``, ``hi`` per activation quantizer),
+        so that calibration sources can be compared range by range.
 
     Raises:
         SMIError: If the set does not fit the teacher, is empty or too small.

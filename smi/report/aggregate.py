@@ -8,7 +8,8 @@ scalar per cell and the curves stay plottable:
 
 - ``curves.csv``: distillation curves (``epoch``, ``train_loss``, ``test_top1``, ...);
 - ``active_tokens.csv``: active patch tokens per sample at each inversion iteration;
-- ``loss_curves.csv``: the inversion loss at each iteration.
+- ``loss_curves.csv``: the inversion loss at each iteration;
+- ``activation_ranges.csv``: the calibrated range of each activation quantizer (quantization).
 
 Unknown keys are kept, missing optional keys become empty cells, unknown kinds are kept as
 rows that no table reads.
@@ -42,6 +43,7 @@ LONG_TABLES: dict[str, tuple[str, str, str | None]] = {
     "curve": ("curves.csv", "epoch", None),
     "active_tokens": ("active_tokens.csv", "iteration", "active_tokens"),
     "loss_curve": ("loss_curves.csv", "iteration", "loss"),
+    "activation_ranges": ("activation_ranges.csv", "quantizer", None),
 }
 SUMMARY_NAME = "summary.csv"
 

@@ -12,6 +12,7 @@ rule aggregate:
         curves=f"{R}/curves.csv",
         active_tokens=f"{R}/active_tokens.csv",
         loss_curves=f"{R}/loss_curves.csv",
+        activation_ranges=f"{R}/activation_ranges.csv",
     log:
         f"{R}/logs/aggregate.log",
     threads: 1
