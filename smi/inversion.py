@@ -33,7 +33,7 @@ from smi.errors import SMIError
 from smi.measure import Stopwatch, count_flops, count_forward_flops, saved_activation_bytes
 from smi.policies import NoStopping, PatchPolicy
 from smi.priors import PatchNeighbours, PriorWeights, patch_priors
-from smi.sparse_vit import TokenSubsetViT, gather_patches, mask_to_positions
+from smi.sparse_vit import TokenSubsetViT, gather_patches, mask_to_pixels, mask_to_positions, scatter_patches
 from smi.types import Teacher
 
 
@@ -163,12 +163,6 @@ class ActiveLayout:
         return cls(positions, PatchNeighbours.from_positions(positions, grid))
 
 
-def _patch_index(positions: torch.Tensor, tail: torch.Size) -> torch.Tensor:
-    """Expand (B, K) positions to index (B, K, *tail) patch tensors along dim 1."""
-    b, k = positions.shape
-    return positions.reshape(b, k, *[1] * len(tail)).expand(b, k, *tail)
-
-
 def _narrow_optimizer(
     optimizer: torch.optim.Adam, patches: torch.Tensor, keep: torch.Tensor
 ) -> tuple[torch.Tensor, torch.optim.Adam]:
@@ -181,15 +175,14 @@ def _narrow_optimizer(
     Returns:
         The new parameter and its optimiser.
     """
-    index = _patch_index(keep, patches.shape[2:])
-    narrowed = patches.detach().gather(1, index).requires_grad_(True)
+    narrowed = gather_patches(patches.detach(), keep).requires_grad_(True)
     group = optimizer.param_groups[0]
     options = {key: value for key, value in group.items() if key != "params"}
     successor = torch.optim.Adam([narrowed], **options)
     state = optimizer.state.get(patches)
     if state:
         successor.state[narrowed] = {
-            key: value.gather(1, index) if key.startswith("exp_avg") else value.clone() for key, value in state.items()
+            key: gather_patches(value, keep) if key.startswith("exp_avg") else value.clone() for key, value in state.items()
         }
     return narrowed, successor
 
@@ -368,7 +361,7 @@ class InversionRun:
                     if bool((step.active & ~active).any()):
                         raise SMIError("a patch policy may only stop patches, never restart a stopped one")
                     # The active patches' content goes to the store: final for those that stop now.
-                    store.scatter_(1, _patch_index(layout.positions, store.shape[2:]), patches.detach())
+                    store = scatter_patches(store, layout.positions, patches.detach())
                     keep = active.cumsum(1).sub(1).masked_select(step.active).view(b, -1)
                     patches, optimizer = _narrow_optimizer(optimizer, patches, keep)
                     active = step.active
@@ -394,18 +387,15 @@ class InversionRun:
 
     def _assemble(self, store: torch.Tensor, patches: torch.Tensor, layout: ActiveLayout) -> torch.Tensor:
         """Whole normalised images (B, C, H, W): the store with the active patches put in place."""
-        full = store.scatter(1, _patch_index(layout.positions, store.shape[2:]), patches)
-        return self.vit.unpatchify(full)
+        return self.vit.unpatchify(scatter_patches(store, layout.positions, patches))
 
     def _snapshot(self, store: torch.Tensor, patches: torch.Tensor, layout: ActiveLayout) -> torch.Tensor:
         return self.teacher.denormalize(self._assemble(store, patches.detach(), layout)).clamp(0, 1)
 
     def _result(self, images: torch.Tensor, mask: torch.Tensor, stats: InversionStats) -> InversionResult:
-        gh, gw = self.vit.grid_size
-        (ph, pw) = self.vit.patch_size
-        pixel_mask = mask.view(-1, 1, gh, gw).repeat_interleave(ph, dim=2).repeat_interleave(pw, dim=3)
-        images = images * pixel_mask.to(images.dtype)  # stopped patches black
-        return InversionResult(images.cpu(), mask.view(-1, gh, gw).cpu(), self.targets.cpu(), stats)
+        grid_mask = mask.view(-1, *self.vit.grid_size)
+        images = images * mask_to_pixels(grid_mask, self.vit.patch_size).to(images.dtype)  # stopped patches black
+        return InversionResult(images.cpu(), grid_mask.cpu(), self.targets.cpu(), stats)
 
     def _stats(
         self, wall: float, active_tokens: list[int], losses: torch.Tensor, decisions: list[int], peak_before_last: int

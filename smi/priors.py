@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from smi.sparse_vit import gather_patches
+
 
 @dataclass(frozen=True)
 class PriorWeights:
@@ -101,12 +103,6 @@ class PatchNeighbours:
         return cls(torch.stack(indices), torch.stack(valids))
 
 
-def _gather_neighbours(part: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Per sample, the slices ``part`` (B, K, ...) of the patches that ``index`` (B, K) names."""
-    b, k = index.shape
-    return part.gather(1, index.reshape(b, k, *[1] * (part.ndim - 2)).expand_as(part))
-
-
 def _direction_pairs(patches: torch.Tensor, neighbours: PatchNeighbours) -> list[list[torch.Tensor]]:
     """Differences of every active pixel pair, per direction of :func:`_neighbour_differences`.
 
@@ -125,10 +121,10 @@ def _direction_pairs(patches: torch.Tensor, neighbours: PatchNeighbours) -> list
     valid = neighbours.valid.to(patches.dtype)
     v_right, v_down = valid[0][..., None, None], valid[1][..., None, None]
     v_down_right, v_up_right = valid[2][..., None], valid[3][..., None]
-    right = _gather_neighbours(patches[..., :, 0], right_i)  # their first column (B, K, C, ph)
-    down = _gather_neighbours(patches[..., 0, :], down_i)  # their first row (B, K, C, pw)
-    corner_dr = _gather_neighbours(patches[..., 0, 0], down_right_i)  # (B, K, C)
-    corner_ur = _gather_neighbours(patches[..., -1, 0], up_right_i)
+    right = gather_patches(patches[..., :, 0], right_i)  # their first column (B, K, C, ph)
+    down = gather_patches(patches[..., 0, :], down_i)  # their first row (B, K, C, pw)
+    corner_dr = gather_patches(patches[..., 0, 0], down_right_i)  # (B, K, C)
+    corner_ur = gather_patches(patches[..., -1, 0], up_right_i)
     p = patches
     return [
         # (i, j) - (i, j+1)

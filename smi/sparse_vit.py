@@ -246,11 +246,26 @@ def cls_attention_from_qkv(attn_module: nn.Module, h: torch.Tensor) -> torch.Ten
     return logits.softmax(dim=-1).mean(dim=1)[:, 0]
 
 
-def gather_patches(patches: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Select patches per sample: (B, N, C, ph, pw) x (B, K) -> (B, K, C, ph, pw)."""
+def _patch_index(positions: torch.Tensor, tail: torch.Size) -> torch.Tensor:
+    """Expand (B, K) positions to index (B, K, *tail) tensors along dim 1."""
     b, k = positions.shape
-    index = positions.reshape(b, k, 1, 1, 1).expand(-1, -1, *patches.shape[2:])
-    return patches.gather(1, index)
+    return positions.reshape(b, k, *[1] * len(tail)).expand(b, k, *tail)
+
+
+def gather_patches(patches: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Select patches per sample: (B, N, ...) x (B, K) -> (B, K, ...), any per-patch shape."""
+    return patches.gather(1, _patch_index(positions, patches.shape[2:]))
+
+
+def scatter_patches(store: torch.Tensor, positions: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """A copy of ``store`` (B, N, ...) with ``patches`` (B, K, ...) put at ``positions`` (B, K)."""
+    return store.scatter(1, _patch_index(positions, store.shape[2:]), patches)
+
+
+def mask_to_pixels(mask: torch.Tensor, patch_size: tuple[int, int]) -> torch.Tensor:
+    """Boolean patch-grid masks (B, gh, gw) -> pixel masks (B, 1, gh * ph, gw * pw)."""
+    ph, pw = patch_size
+    return mask.bool().repeat_interleave(ph, dim=1).repeat_interleave(pw, dim=2).unsqueeze(1)
 
 
 def mask_to_positions(mask: torch.Tensor) -> torch.Tensor:

@@ -129,6 +129,7 @@ def validate(image_set: Any, teacher: Any, grid_size: tuple[int, int], num_image
         SMIError: Wrong sizes or labels, too few images, values outside [0, 1], empty masks.
     """
     from smi.imageset import ImageSet
+    from smi.sparse_vit import mask_to_pixels
 
     image_set.check_compatible(teacher.num_classes, teacher.input_size, grid_size)
     if len(image_set) < num_images:
@@ -142,9 +143,8 @@ def validate(image_set: Any, teacher: Any, grid_size: tuple[int, int], num_image
     masks = image_set.keep_masks
     if not bool(masks.flatten(1).any(1).all()):
         raise SMIError("an image of the external set keeps no patch at all; every image needs at least one kept patch.")
-    ph, pw = teacher.input_size[1] // grid_size[0], teacher.input_size[2] // grid_size[1]
-    pixel_mask = masks.repeat_interleave(ph, 1).repeat_interleave(pw, 2).unsqueeze(1)
-    images = images * pixel_mask.to(images.dtype)
+    patch_size = (teacher.input_size[1] // grid_size[0], teacher.input_size[2] // grid_size[1])
+    images = images * mask_to_pixels(masks, patch_size).to(images.dtype)
     return ImageSet(images[:num_images], masks[:num_images], image_set.targets[:num_images], dict(image_set.metadata))
 
 

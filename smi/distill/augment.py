@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from smi.errors import SMIError
+from smi.sparse_vit import mask_to_pixels
 
 
 class PatchAugment:
@@ -125,6 +126,4 @@ class PatchErase:
         b, gh, gw = masks.shape
         fraction = self.max_fraction * torch.rand(b, 1, 1, generator=generator)
         erased = (torch.rand(b, gh, gw, generator=generator) < fraction) & masks.cpu()
-        ph, pw = self.patch_size
-        pixels = erased.repeat_interleave(ph, 1).repeat_interleave(pw, 2)[:, None].to(images.device)
-        return images.masked_fill(pixels, 0.0)
+        return images.masked_fill(mask_to_pixels(erased, self.patch_size).to(images.device), 0.0)
