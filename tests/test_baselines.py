@@ -13,13 +13,12 @@ from smi.augment import PatchJitter
 from smi.cli import main
 from smi.data import DatasetSpec, load_dataset
 from smi.errors import SMIError
-from smi.inversion import InversionConfig, InversionRun, invert
+from smi.inversion import InversionConfig, InversionRun
 from smi.measure import count_flops
 from smi.registry import InversionRequest, available_methods, create_method
 from smi.sparse_vit import TokenSubsetViT
 from smi.synthesize import synthesize
-from smi.teachers import save_teacher
-from tests.tiny import make_teacher, make_tiny_vit
+from tests.tiny import make_teacher, make_tiny_vit, save_digits_teacher
 
 FAST = dict(batch_size=4, warmup_iterations=0)
 TINY_KWARGS = dict(img_size=32, patch_size=4, embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0)
@@ -216,12 +215,7 @@ def test_real_draws_training_images_of_each_target_class(tiny_teacher) -> None:
 # ---------------------------------------------------------------------------------------- CLI
 @pytest.fixture
 def teacher_file(tmp_path):
-    teacher = make_teacher(make_tiny_vit(**TINY_KWARGS))
-    teacher.dataset = "digits"
-    teacher.metadata["model_kwargs"] = dict(TINY_KWARGS)
-    path = tmp_path / "teacher.pt"
-    save_teacher(teacher, path, {"source": "test"})
-    return path
+    return save_digits_teacher(tmp_path / "teacher.pt", TINY_KWARGS)
 
 
 @pytest.mark.parametrize("method", ["dense", "smi", "smi-random", "pri", "psaq", "psaq-smi", "noise", "real"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,7 @@ from smi.cli import main
 from smi.cli.run_external import render_command
 from smi.errors import SMIError
 from smi.imageset import ImageSet
-from smi.teachers import save_teacher
-from tests.tiny import make_teacher, make_tiny_vit
+from tests.tiny import save_digits_teacher
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "external_baseline"
 TINY_KWARGS = dict(img_size=32, patch_size=4, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
@@ -24,12 +22,7 @@ BLOBS = f"{{python}} {shlex.quote(str(EXAMPLES / 'toy_blobs.py'))} --num-images 
 
 @pytest.fixture
 def teacher_file(tmp_path) -> Path:
-    teacher = make_teacher(make_tiny_vit(**TINY_KWARGS))
-    teacher.dataset = "digits"
-    teacher.metadata["model_kwargs"] = dict(TINY_KWARGS)
-    path = tmp_path / "teacher.pt"
-    save_teacher(teacher, path, {"source": "test"})
-    return path
+    return save_digits_teacher(tmp_path / "teacher.pt", TINY_KWARGS)
 
 
 def run_external(tmp_path: Path, teacher_file: Path, command: str, name: str = "toy-external", num_images: int = 6) -> int:
