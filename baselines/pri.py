@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 
 from smi.errors import SMIError
 from smi.inversion import InversionResult, invert

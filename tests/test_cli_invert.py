@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from smi.cli import main
 from smi.imageset import ImageSet

@@ -11,7 +11,6 @@ from smi.measure import count_flops, vit_block_flops_analytic
 from smi.policies import AttentionStopping, NoStopping, RandomStopping
 from smi.priors import PriorWeights, image_priors
 from smi.schedule import StoppingSchedule, active_tokens_per_iteration
-from smi.sparse_vit import TokenSubsetViT
 from tests.tiny import make_teacher, make_tiny_vit
 
 FAST = dict(batch_size=4, warmup_iterations=0)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
 
 from smi.cli._common import add_device_arguments, resolve_device, spec_arg
 from smi.config import config_hash
 from smi.data import DatasetSpec
-from smi.errors import SMIError
 from smi.io import provenance, write_json
 
 COMMAND = "train-teacher"
