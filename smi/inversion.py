@@ -14,8 +14,18 @@ narrowed with it), so every per-iteration operation - Adam, clipping, the priors
 record - shrinks with the active set. Whole images are assembled only for outputs.
 
 Costs are measured as the design's protocol asks: wall time around the whole loop after a
-warm-up; FLOPs and saved-activation bytes of one forward+backward at every distinct active
-token count, replayed after the timed loop so the counters never slow it down.
+warm-up (CUDA synchronised at both ends); FLOPs and saved-activation bytes of one
+forward+backward at every distinct active token count, replayed after the timed loop so the
+counters never slow it down; on CUDA the peak allocated memory per phase (before and after the
+last stop).
+
+The timed loop never synchronises the host with the device in an ordinary iteration: no
+boolean-mask indexing (the best-image record uses ``torch.where``), no ``.item()``, ``int()``
+or ``bool()`` on a device tensor; only stopping iterations read values back (to pick patches).
+``tests/test_inversion_sync.py`` counts such operations per iteration.
+
+This module is ``protocol: suite``; ``protocol: official`` (the official code's loop on whole
+images, docs/protocols.md) is :mod:`smi.official`, selected by :func:`invert`.
 """
 
 from __future__ import annotations
@@ -36,6 +46,11 @@ from smi.priors import PatchNeighbours, PriorWeights, patch_priors
 from smi.sparse_vit import TokenSubsetViT, gather_patches, mask_to_pixels, mask_to_positions, scatter_patches
 from smi.types import Teacher
 
+#: Inversion protocols (docs/protocols.md): the official code's behaviour, or the suite's own.
+PROTOCOLS = ("suite", "official")
+#: Numeric precisions of the teacher's forward pass; ``bf16`` runs it under ``torch.autocast``.
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class InversionConfig:
@@ -55,6 +70,11 @@ class InversionConfig:
             the active set (DeepInversion keeps the best images); else the final ones.
         warmup_iterations: Untimed forward+backward passes before the clock starts.
         measure_costs: Count FLOPs and saved activation bytes (a few extra untimed passes).
+        protocol: ``suite`` (this module's loop) or ``official`` (the official SMI code's
+            behaviour, quirks included: :mod:`smi.official`; docs/protocols.md).
+        precision: ``fp32``, or ``bf16`` to run the teacher's forward (and so its backward)
+            under ``torch.autocast`` with bfloat16, for GPUs; images, optimiser and losses stay
+            fp32. FLOP counts do not change: they count operations, not their precision.
     """
 
     iterations: int = 4000
@@ -69,6 +89,8 @@ class InversionConfig:
     keep_best: bool = True
     warmup_iterations: int = 2
     measure_costs: bool = True
+    protocol: str = "suite"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -79,6 +101,10 @@ class InversionConfig:
             raise SMIError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.jitter < 1.0:
             raise SMIError(f"jitter must be a fraction of the image side in [0, 1), got {self.jitter}")
+        if self.protocol not in PROTOCOLS:
+            raise SMIError(f"inversion protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}.")
+        if self.precision not in PRECISIONS:
+            raise SMIError(f"inversion precision must be one of {list(PRECISIONS)}, got {self.precision!r}.")
 
     @property
     def priors(self) -> PriorWeights:
@@ -187,8 +213,16 @@ def _narrow_optimizer(
     return narrowed, successor
 
 
+def forward_precision(config: InversionConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of the teacher's forward (a no-op at ``fp32``)."""
+    if config.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
-def _watch_all(terms: list[LossTerm], vit: TokenSubsetViT) -> Iterator[None]:
+def watch_terms(terms: list[LossTerm], vit: TokenSubsetViT) -> Iterator[None]:
+    """Every loss term watches the forward passes run inside this context."""
     with contextlib.ExitStack() as stack:
         for term in terms:
             stack.enter_context(term.watch(vit))
@@ -247,9 +281,9 @@ class InversionRun:
             scoring: Also return the last block's CLS attention, scattered onto the grid.
         """
         displayed = jitter.positions(layout.positions, self.vit.grid_size)
-        with _watch_all(self.loss_terms, self.vit):
+        with watch_terms(self.loss_terms, self.vit), forward_precision(self.config, self.device):
             out = self.vit.forward_patches(jitter.patch_content(patches), displayed, scoring)
-        per_sample = F.cross_entropy(out.logits, self.targets, reduction="none")
+        per_sample = F.cross_entropy(out.logits.float(), self.targets, reduction="none")
         # The priors see the un-jittered image; their cost scales with the active patches too.
         per_sample = per_sample + patch_priors(patches, layout.neighbours, self.shape[1:], self.config.priors)
         for term in self.loss_terms:
@@ -289,16 +323,18 @@ class InversionRun:
         """
         key = (count, scoring)
         if key not in self.measure.flops:
-            zeros, layout = self._first_patches(count)
-            patches = zeros.requires_grad_(True)
-            self.measure.flops[key] = count_flops(lambda: self._loss(patches, layout, PatchJitter(), scoring)[0])
+            self.measure.flops[key] = count_flops(lambda: self._probe_loss(count, scoring))
             if not scoring and count not in self.measure.saved:
-                patches = zeros.detach().requires_grad_(True)
                 with saved_activation_bytes(exclude=self.measure.parameters) as saved:
-                    loss = self._loss(patches, layout, PatchJitter(), False)[0]
+                    loss = self._probe_loss(count, False)
                 self.measure.saved[count] = saved["bytes"]
                 del loss
         return self.measure.flops[key]
+
+    def _probe_loss(self, count: int, scoring: bool) -> torch.Tensor:
+        """The loss of one un-augmented step with ``count`` active patches, on fresh zero inputs."""
+        zeros, layout = self._first_patches(count)
+        return self._loss(zeros.requires_grad_(True), layout, PatchJitter(), scoring)[0]
 
     def step_forward_flops(self, count: int) -> int:
         """FLOPs of the forward pass alone (loss included) with ``count`` active patches."""
@@ -340,9 +376,10 @@ class InversionRun:
             loss, per_sample, scores = self._loss(patches, layout, jitter, scoring)
             loss.backward()
             if cfg.keep_best:
+                # torch.where, not boolean indexing: indexing by a mask needs its count on the host.
                 improved = per_sample < best_loss
                 best_loss = torch.where(improved, per_sample, best_loss)
-                best[improved] = patches.detach()[improved]
+                best = torch.where(improved.view(-1, 1, 1, 1, 1), patches.detach(), best)
             optimizer.step()
             with torch.no_grad():
                 patches.clamp_(self.lower, self.upper)
@@ -443,5 +480,17 @@ def invert(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> list[InversionResult]:
-    """Run one inversion of ``targets`` (a batch); see :class:`InversionRun`."""
-    return InversionRun(teacher, targets, config, policy, loss_terms, seed, device, progress).run()
+    """Run one inversion of ``targets`` (a batch) under ``config.protocol``.
+
+    ``suite``: :class:`InversionRun`; ``official``: :class:`smi.official.OfficialInversionRun`.
+    """
+    return run_class(config)(teacher, targets, config, policy, loss_terms, seed, device, progress).run()
+
+
+def run_class(config: InversionConfig) -> type[InversionRun]:
+    """The loop class of ``config.protocol``."""
+    if config.protocol == "official":
+        from smi.official import OfficialInversionRun  # imports this module
+
+        return OfficialInversionRun
+    return InversionRun

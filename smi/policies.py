@@ -9,6 +9,10 @@ the next iteration) plus, optionally, patches to emit as a finished output image
 - :class:`AttentionStopping`: Sparse Model Inversion (Hu et al., ICML 2024): stop the
   lowest-attention fraction of the active patches at each scheduled iteration.
 - :class:`RandomStopping`: the same schedule with random scores (the selection ablation).
+
+Under ``protocol: official`` (docs/protocols.md) the loop asks a policy for :meth:`PatchPolicy.official`,
+the variant the official SMI code runs: kept counts truncated without the suite's rounding
+guard, and the output keep mask re-derived after the run (:meth:`PatchPolicy.official_output_keep`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,24 @@ from dataclasses import dataclass
 import torch
 
 from smi.schedule import StoppingSchedule, keep_count
+
+
+def official_keep_count(active: int, ratio: float) -> int:
+    """Patches the official SMI code keeps: ``int(active * (1.0 - ratio))``, no rounding guard."""
+    return int(active * (1.0 - ratio))
+
+
+def official_output_keep_count(num_patches: int, ratios: tuple[float, ...]) -> int:
+    """K of the official output keep mask: ``int((N + 1) * prod(1 - r))``, at most N.
+
+    The official code passes the token count *with* the class token (197 for a 14x14 grid)
+    and multiplies every listed ratio, so the paper schedule keeps ``int(197 * 0.7^4) = 47``
+    patches in the saved images, one more than the 46 it optimised.
+    """
+    fraction = 1.0
+    for ratio in ratios:
+        fraction = fraction * (1.0 - ratio)
+    return min(num_patches, int((num_patches + 1) * fraction))
 
 
 @dataclass
@@ -61,6 +83,18 @@ class PatchPolicy(ABC):
         """Output images one optimised sample yields (1 unless the policy emits)."""
         return 1
 
+    def official(self) -> "PatchPolicy":
+        """The policy as the official SMI code runs it (``protocol: official``); default: itself."""
+        return self
+
+    def official_output_keep(self, num_patches: int) -> int | None:
+        """K of the output mask the official code re-derives by CLS attention after the run.
+
+        ``None`` keeps the tracked active set as the output mask: policies the official code
+        has no counterpart of (random stopping, PRI) keep their own selection.
+        """
+        return None
+
 
 class NoStopping(PatchPolicy):
     """Dense inversion: every patch is optimised for the whole run."""
@@ -70,6 +104,10 @@ class NoStopping(PatchPolicy):
 
     def decide(self, iteration, active, scores, generator) -> PolicyStep:  # pragma: no cover - never called
         return PolicyStep(active)
+
+    def official_output_keep(self, num_patches: int) -> int | None:
+        # The official code keeps min(197, 196) patches: every one, without a scoring forward.
+        return num_patches
 
 
 def keep_top(active: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -91,8 +129,9 @@ def keep_top(active: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Ten
 class ScheduledStopping(PatchPolicy):
     """Stop the lowest-scoring fraction of the active patches at scheduled iterations."""
 
-    def __init__(self, schedule: StoppingSchedule) -> None:
+    def __init__(self, schedule: StoppingSchedule, official_rounding: bool = False) -> None:
         self.schedule = schedule
+        self.official_rounding = official_rounding
         self._ratios = dict(zip(schedule.iterations, schedule.ratios))
 
     def decision_iterations(self, total_iterations: int) -> tuple[int, ...]:
@@ -100,8 +139,12 @@ class ScheduledStopping(PatchPolicy):
 
     def decide(self, iteration, active, scores, generator) -> PolicyStep:
         count = int(active[0].sum())
-        keep = keep_count(count, self._ratios[iteration])
+        rule = official_keep_count if self.official_rounding else keep_count
+        keep = max(1, rule(count, self._ratios[iteration]))
         return PolicyStep(keep_top(active, self.score(active, scores, generator), keep))
+
+    def official(self) -> "ScheduledStopping":
+        return type(self)(self.schedule, official_rounding=True)
 
     @abstractmethod
     def score(self, active: torch.Tensor, scores: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
@@ -116,6 +159,10 @@ class AttentionStopping(ScheduledStopping):
     def score(self, active, scores, generator) -> torch.Tensor:
         assert scores is not None, "AttentionStopping needs attention scores"
         return scores
+
+    def official_output_keep(self, num_patches: int) -> int | None:
+        # Every listed ratio counts, also those past the run's end (as the official code).
+        return official_output_keep_count(num_patches, self.schedule.ratios)
 
 
 class RandomStopping(ScheduledStopping):
