@@ -1,8 +1,12 @@
 """Turn a registered method into an image set: batching, targets, seeds and cost totals.
 
 A method inverts one batch at a time; this module splits the requested number of output
-images into batches of trajectories, gives each batch its own seed, concatenates the outputs
-and sums the measured costs into one inversion metrics record.
+images into batches of trajectories, gives each batch its own seed and its target labels,
+concatenates the outputs and sums the measured costs into one inversion metrics record.
+
+Targets follow the inversion protocol (docs/protocols.md): ``suite`` cycles through every class
+in a seeded random order (:func:`balanced_targets`); ``official`` draws each batch's labels
+uniformly at random and sorts them, as the official SMI code does (:func:`official_targets`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,25 @@ def balanced_targets(count: int, num_classes: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(count) % num_classes
     return labels[torch.randperm(count, generator=generator)]
+
+
+def official_targets(count: int, num_classes: int, seed: int, batch_size: int) -> torch.Tensor:
+    """``count`` labels drawn uniformly from all classes, sorted within each batch.
+
+    The official SMI code draws ``torch.randint(0, num_classes, (batch,))`` and sorts it "for
+    better visualization", once per synthesised batch; calibration sets made under
+    ``protocol: official`` take their labels from here too.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_classes, (count,), generator=generator)
+    return torch.cat([chunk.sort().values for chunk in labels.split(batch_size)]) if count else labels
+
+
+def sample_targets(protocol: str, count: int, num_classes: int, seed: int, batch_size: int) -> torch.Tensor:
+    """The target labels of ``count`` trajectories under an inversion ``protocol``."""
+    if protocol == "official":
+        return official_targets(count, num_classes, seed, batch_size)
+    return balanced_targets(count, num_classes, seed)
 
 
 def teacher_description(teacher: Teacher) -> dict[str, Any]:
@@ -75,7 +98,7 @@ def synthesize(
     device = torch.device(device)
     per_trajectory = method.outputs_per_trajectory()
     trajectories = math.ceil(num_images / per_trajectory)
-    targets = balanced_targets(trajectories, teacher.num_classes, seed)
+    targets = sample_targets(config.protocol, trajectories, teacher.num_classes, seed, config.batch_size)
     results: list[InversionResult] = []
     first: InversionResult | None = None
     wall = flops = peak = after = 0
@@ -110,12 +133,14 @@ def synthesize(
         "seed": seed,
         "config_hash": chash,
         "inversion_config": to_dict(config),
+        "protocol": config.protocol,
         "produced_images": produced,
     }
     image_set = ImageSet(images[:num_images], masks[:num_images], labels[:num_images], metadata)
     s = first.stats
     metrics = {
         **description,
+        "protocol": config.protocol,
         "num_images": produced,
         "batch_size": config.batch_size,
         "iterations": config.iterations,
