@@ -9,7 +9,17 @@ variation prior. ``psaq`` runs this loss densely; ``psaq-smi`` adds SMI's patch 
 schedule (Hu et al., ICML 2024) to it, which tests SMI's claim to be plug-and-play on an
 existing dense method's loss.
 
-Choices (documented in docs/baselines.md):
+Two protocols (``protocol`` parameter; docs/protocols.md, section PSAQ-ViT):
+
+- ``suite`` (default): the term below, inside the suite's own inversion loop (its optimiser,
+  schedule, jitter and priors, so ``psaq`` differs from ``dense`` by this term only).
+- ``official``: PSAQ-ViT's own generator, ``generate_data.py`` of zkkli/PSAQ-ViT, exactly
+  (:mod:`baselines.psaq_official`): two stages of 500 iterations, Adam lr 0.2 with betas
+  (0.5, 0.9), warm-up then cosine, 15 then 30 px jitter, the TV target band, and the entropy of
+  the pre-projection, head-averaged attention output with bandwidth 0.01. ``stages``,
+  ``stage_jitter``, ``warmup`` and ``tv_band`` shrink it for smoke-scale runs.
+
+Choices of the ``suite`` term (documented in docs/baselines.md):
 
 - Features: the output of each block's ``attn`` module, read with a forward hook (timm is not
   modified); the reference code hooks its own attention before the output projection and
@@ -51,6 +61,8 @@ from smi.policies import AttentionStopping
 from smi.registry import InversionMethod, InversionRequest, register_method
 from smi.sparse_vit import TokenSubsetViT
 
+from baselines import psaq_official
+
 #: The fixed evaluation grid extends this many bandwidths beyond ``grid_range``.
 GRID_PADDING = 3.0
 
@@ -68,6 +80,12 @@ class PSAQParams:
         max_pairs: Most patch pairs per block and sample entering the KDE (seeded subsample).
         binned: Linearly binned KDE (fast, see :func:`kde_density`) instead of the exact sum.
         density_floor: Added to the density before the logarithm (reference: 1e-4).
+        protocol: ``suite`` (the term in the suite's loop) or ``official`` (PSAQ-ViT's own
+            generator; the settings above are then the official ones and may not be changed).
+        stages: ``official`` only: iterations of each stage (official (500, 500)).
+        stage_jitter: ``official`` only: largest roll in pixels per stage (official (15, 30)).
+        warmup: ``official`` only: learning-rate warm-up iterations of each stage (official 100).
+        tv_band: ``official`` only: band of the TV target (official [2500, 3000]).
     """
 
     weight: float = 1.0
@@ -77,8 +95,18 @@ class PSAQParams:
     max_pairs: int = 2048
     binned: bool = True
     density_floor: float = 1e-4
+    protocol: str = "suite"
+    stages: tuple[int, ...] = psaq_official.STAGES
+    stage_jitter: tuple[int, ...] = psaq_official.STAGE_JITTER
+    warmup: int = psaq_official.WARMUP
+    tv_band: tuple[float, float] = psaq_official.TV_BAND
+
+    #: Settings of one protocol that the other does not read (a changed one is an error).
+    SUITE_ONLY = ("weight", "bandwidth", "points", "grid_range", "max_pairs", "binned", "density_floor")
+    OFFICIAL_ONLY = ("stages", "stage_jitter", "warmup", "tv_band")
 
     def __post_init__(self) -> None:
+        self._check_protocol()
         if self.weight < 0:
             raise SMIError(f"psaq weight must be >= 0, got {self.weight}.")
         if not self.bandwidth > 0:
@@ -91,6 +119,27 @@ class PSAQParams:
             raise SMIError(f"psaq grid_range must be [low, high] with low < high (or null), got {self.grid_range}.")
         if not self.density_floor > 0:
             raise SMIError(f"psaq density_floor must be > 0, got {self.density_floor}.")
+
+    def _check_protocol(self) -> None:
+        if self.protocol not in ("suite", "official"):
+            raise SMIError(f"psaq protocol must be 'suite' or 'official', got {self.protocol!r}.")
+        defaults = PSAQParams.__dataclass_fields__
+        ignored = self.SUITE_ONLY if self.protocol == "official" else self.OFFICIAL_ONLY
+        changed = [name for name in ignored if getattr(self, name) != defaults[name].default]
+        if changed:
+            raise SMIError(
+                f"psaq parameter(s) {changed} are not used by protocol {self.protocol!r}; "
+                f"remove them or set protocol to {'suite' if self.protocol == 'official' else 'official'}."
+            )
+        stages, jitter = tuple(self.stages), tuple(self.stage_jitter)
+        if not stages or any(int(s) != s or s < 1 for s in stages):
+            raise SMIError(f"psaq stages must be positive iteration counts, got {list(stages)}.")
+        if len(jitter) != len(stages) or any(int(j) != j or j < 0 for j in jitter):
+            raise SMIError(f"psaq stage_jitter needs one non-negative pixel limit per stage, got {list(jitter)} for {len(stages)} stages.")
+        if int(self.warmup) != self.warmup or not 1 <= self.warmup < min(stages):
+            raise SMIError(f"psaq warmup must be an integer in [1, shortest stage {min(stages)}), got {self.warmup}; lower it with the stages.")
+        if len(self.tv_band) != 2 or not 0 <= self.tv_band[0] <= self.tv_band[1]:
+            raise SMIError(f"psaq tv_band must be [low, high] with 0 <= low <= high, got {list(self.tv_band)}.")
 
 
 def pair_similarities(features: torch.Tensor, max_pairs: int, generator: torch.Generator) -> torch.Tensor:
@@ -239,6 +288,21 @@ class PSAQInversion(InversionMethod):
     Params = PSAQParams
 
     def invert(self, request: InversionRequest) -> list[InversionResult]:
+        if self.params.protocol == "official":
+            p = self.params
+            run = psaq_official.OfficialPSAQRun(
+                request.teacher,
+                len(request.targets),
+                request.config,
+                tuple(p.stages),
+                tuple(p.stage_jitter),
+                int(p.warmup),
+                tuple(p.tv_band),
+                request.seed,
+                request.device,
+                request.progress,
+            )
+            return run.run()
         term = PatchSimilarityEntropy(self.params, request.seed)
         return invert(request.teacher, request.targets, request.config, None, [term], request.seed, request.device, request.progress)
 
@@ -248,6 +312,8 @@ class PSAQSMIParams(PSAQParams, ScheduleParams):
     """The PSAQ term's parameters plus SMI's stopping schedule (``iterations``, ``ratio``)."""
 
     def __post_init__(self) -> None:
+        if self.protocol != "suite":
+            raise SMIError("psaq-smi is the suite's extension (no official code exists); it takes protocol 'suite' only.")
         PSAQParams.__post_init__(self)
         ScheduleParams.__post_init__(self)
 

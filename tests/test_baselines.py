@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
+from baselines import psaq_official
 from baselines.pri import PatchRebirth, emission_iterations, emission_sizes
 from baselines.psaq import PatchSimilarityEntropy, PSAQParams, kde_density, kde_entropy, kde_grid
 from smi.augment import PatchJitter
@@ -15,6 +17,7 @@ from smi.data import DatasetSpec, load_dataset
 from smi.errors import SMIError
 from smi.inversion import InversionConfig, InversionRun
 from smi.measure import count_flops
+from smi.priors import batch_total_variation
 from smi.registry import InversionRequest, available_methods, create_method
 from smi.sparse_vit import TokenSubsetViT
 from smi.synthesize import synthesize
@@ -171,6 +174,109 @@ def test_psaq_bad_params_are_clear_errors() -> None:
     with pytest.raises(SMIError, match="ratio"):
         create_method("psaq-smi", {"ratio": 1.5})
 
+
+
+# ---------------------------------------------------------------------------------------- PSAQ official
+def test_psaq_official_learning_rate_warms_up_then_follows_a_cosine() -> None:
+    lr = psaq_official.stage_learning_rate
+    assert lr(0.2, 100, 500, 0) == pytest.approx(0.002)
+    assert lr(0.2, 100, 500, 49) == pytest.approx(0.1)
+    assert lr(0.2, 100, 500, 99) == pytest.approx(0.2)
+    assert lr(0.2, 100, 500, 100) == pytest.approx(0.2)
+    assert lr(0.2, 100, 500, 300) == pytest.approx(0.1)  # half-way through the cosine
+    assert lr(0.2, 100, 500, 499) == pytest.approx(0.1 * (1 + math.cos(math.pi * 399 / 400)))
+    assert (psaq_official.LR, psaq_official.BETAS, psaq_official.EPS) == (0.2, (0.5, 0.9), 1e-8)
+    assert (psaq_official.STAGES, psaq_official.STAGE_JITTER, psaq_official.WARMUP) == ((500, 500), (15, 30), 100)
+    assert (psaq_official.TV_WEIGHT, psaq_official.TV_BAND, psaq_official.BANDWIDTH, psaq_official.KDE_POINTS) == (0.05, (2500.0, 3000.0), 0.01, 10)
+
+
+def test_psaq_official_entropy_equals_the_hand_computed_kde() -> None:
+    sims = torch.tensor([[0.0, 0.004, 0.01], [0.002, 0.002, 0.006]])
+    lo, hi = 0.0, 0.01
+    expected = []
+    for row in sims.tolist():
+        xs = [lo + (hi - lo) * i / 9 for i in range(10)]
+        pdf = [sum(math.exp(-((x - s) ** 2) / (2 * 1e-4)) / math.sqrt(2 * math.pi * 1e-4) for s in row) / 3 + 1e-4 for x in xs]
+        f = [-p * math.log(p) for p in pdf]
+        expected.append(sum((f[i] + f[i + 1]) / 2 * (xs[i + 1] - xs[i]) for i in range(9)))
+    got = psaq_official.official_kde_entropy(sims)
+    assert float(got) == pytest.approx(sum(expected) / 2, rel=1e-4)
+
+
+def test_psaq_official_similarities_are_every_ordered_pair_of_pre_projection_head_means() -> None:
+    model = make_tiny_vit()
+    recorder = psaq_official.PreProjectionOutputs(model)
+    attn = model.blocks[0].attn
+    h = torch.randn(2, 65, 48)
+    with torch.no_grad(), recorder.watch():
+        attn(h)
+        qkv = attn.qkv(h).reshape(2, 65, 3, 3, 16).permute(2, 0, 3, 1, 4)
+        weights = (qkv[0] @ qkv[1].transpose(-2, -1) * attn.scale).softmax(-1)
+        head_mean = (weights @ qkv[2]).mean(dim=1)  # (B, T, d): attn @ v averaged over heads
+    torch.testing.assert_close(recorder.features[0], head_mean, rtol=1e-5, atol=1e-6)
+    patches = head_mean[:, 1:]
+    reference = torch.cosine_similarity(patches.unsqueeze(1), patches.unsqueeze(2), dim=3).flatten(1)
+    got = psaq_official.patch_similarities(patches)
+    assert got.shape == (2, 64 * 64)
+    torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_psaq_official_loss_is_minus_entropy_plus_ce_plus_tv_band_distance(tiny_teacher) -> None:
+    run = psaq_official.OfficialPSAQRun(tiny_teacher, 4, InversionConfig(**FAST), progress=False)
+    x = torch.randn(4, 3, 32, 32)
+    labels = torch.tensor([3, 1, 4, 1])
+    jitter = psaq_official.PixelJitter(2, 2, True)
+    shown = jitter.apply(x)
+    with torch.no_grad():
+        got = run.loss(x, jitter, labels, 40.0)
+        with run.recorder.watch():
+            logits = tiny_teacher.model(shown)
+        entropy = sum(psaq_official.official_kde_entropy(psaq_official.patch_similarities(f[:, 1:])) for f in run.recorder.features)
+        tv = batch_total_variation(shown)
+    expected = -entropy + torch.nn.functional.cross_entropy(logits, labels) + 0.05 * (tv - 40.0).abs()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_psaq_official_run_follows_its_own_schedule_labels_and_jitter(tiny_teacher) -> None:
+    params = {"protocol": "official", "stages": [5, 4], "stage_jitter": [2, 6], "warmup": 2, "tv_band": [20, 30]}
+    method = create_method("psaq", params)
+    seen: list[tuple[int, int, float]] = []
+    loss = psaq_official.OfficialPSAQRun.loss
+
+    def spy(self, images, jitter, labels, tv_target):
+        seen.append((jitter.dy, jitter.dx, tv_target))
+        return loss(self, images, jitter, labels, tv_target)
+
+    psaq_official.OfficialPSAQRun.loss = spy
+    try:
+        targets = torch.zeros(4, dtype=torch.long)  # ignored: PSAQ-ViT draws its own labels
+        result = method.invert(request(tiny_teacher, targets, InversionConfig(iterations=99, **FAST)))[0]
+        again = method.invert(request(tiny_teacher, targets, InversionConfig(iterations=99, **FAST)))[0]
+    finally:
+        psaq_official.OfficialPSAQRun.loss = loss
+    timed = seen[:9]  # then the untimed cost probes
+    assert result.stats.iterations == 9 and len(result.stats.loss_curve) == 9
+    assert all(dy == dx for dy, dx, _ in timed)
+    assert max(abs(dy) for dy, _, _ in timed[:5]) <= 2 and max(abs(dy) for dy, _, _ in timed[5:]) <= 6
+    assert 20 <= timed[0][2] <= 30 and len({v for _, _, v in timed}) == 1
+    assert not torch.equal(result.targets, targets) and torch.equal(result.targets, again.targets)
+    assert torch.equal(result.images, again.images) and bool(result.keep_masks.all())
+    assert result.stats.flops_total == 9 * result.stats.flops_by_tokens[64] > 0
+
+
+def test_psaq_protocol_params_are_checked() -> None:
+    with pytest.raises(SMIError, match="not used by protocol 'official'"):
+        create_method("psaq", {"protocol": "official", "bandwidth": 0.05 * 2})
+    with pytest.raises(SMIError, match="not used by protocol 'suite'"):
+        create_method("psaq", {"stages": [10, 10]})
+    with pytest.raises(SMIError, match="warmup"):
+        create_method("psaq", {"protocol": "official", "stages": [50, 50]})
+    with pytest.raises(SMIError, match="stage_jitter"):
+        create_method("psaq", {"protocol": "official", "stages": [500], "stage_jitter": [15, 30]})
+    with pytest.raises(SMIError, match="suite's extension"):
+        create_method("psaq-smi", {"protocol": "official"})
+    with pytest.raises(SMIError, match="protocol"):
+        create_method("psaq", {"protocol": "paper"})
 
 # ---------------------------------------------------------------------------------------- references
 def test_noise_is_clipped_gaussian_in_normalised_space(tiny_teacher) -> None:
