@@ -100,6 +100,26 @@ def test_ordinary_iterations_never_synchronise(tiny_teacher, protocol: str, case
         assert any(found.get(t + 1) for t in decisions)
 
 
+def test_psaq_official_iterations_never_synchronise(tiny_teacher) -> None:
+    from baselines import psaq_official
+
+    config = InversionConfig(batch_size=4, warmup_iterations=0, measure_costs=False)
+    run = psaq_official.OfficialPSAQRun(tiny_teacher, 4, config, (4, 4), (2, 4), 2, (20.0, 30.0), 0, "cpu", False)
+    counter = SyncCounter()
+    loss = run.loss
+
+    def counted(*args):
+        counter.label += 1  # one loss per iteration: ops up to the next loss belong to this one
+        return loss(*args)
+
+    run.loss = counted  # type: ignore[method-assign]
+    with counter:
+        run.run()
+    assert counter.label == 7
+    offenders = {t: ops for t, ops in counter.found.items() if 0 <= t < 7 and ops}
+    assert not offenders, f"host-synchronising ops in PSAQ-ViT iterations: {offenders}"
+
+
 def test_counter_sees_boolean_indexing_and_item() -> None:
     counter = SyncCounter()
     x, mask = torch.randn(4, 3), torch.tensor([True, False, True, False])
