@@ -137,7 +137,10 @@ class PSAQParams:
         if len(jitter) != len(stages) or any(int(j) != j or j < 0 for j in jitter):
             raise SMIError(f"psaq stage_jitter needs one non-negative pixel limit per stage, got {list(jitter)} for {len(stages)} stages.")
         if int(self.warmup) != self.warmup or not 1 <= self.warmup < min(stages):
-            raise SMIError(f"psaq warmup must be an integer in [1, shortest stage {min(stages)}), got {self.warmup}; lower it with the stages.")
+            raise SMIError(
+                f"psaq warmup must be an integer in [1, shortest stage {min(stages)}), got {self.warmup}; "
+                "lower it with the stages."
+            )
         if len(self.tv_band) != 2 or not 0 <= self.tv_band[0] <= self.tv_band[1]:
             raise SMIError(f"psaq tv_band must be [low, high] with 0 <= low <= high, got {list(self.tv_band)}.")
 

@@ -56,7 +56,8 @@ def test_official_step_is_batch_mean_ce_plus_batch_tv(tiny_teacher) -> None:
 
 # ---------------------------------------------------------------- jitter and the token remap
 @pytest.mark.parametrize(
-    "offset,patch,shift", [(0, 16, 0), (7, 16, 0), (8, 16, 1), (-5, 16, 0), (-8, 16, 0), (-9, 16, -1), (24, 16, 2), (28, 16, 2), (-28, 16, -2), (2, 4, 1)]
+    "offset,patch,shift",
+    [(0, 16, 0), (7, 16, 0), (8, 16, 1), (-5, 16, 0), (-8, 16, 0), (-9, 16, -1), (24, 16, 2), (28, 16, 2), (-28, 16, -2), (2, 4, 1)],
 )
 def test_official_patch_shift_rounds_to_the_nearest_patch_ties_up(offset: int, patch: int, shift: int) -> None:
     assert official_patch_shift(offset, patch) == shift
@@ -136,7 +137,8 @@ def test_official_keep_counts_truncate_without_rounding_guard() -> None:
 
 def test_scores_come_from_unjittered_forwards_one_iteration_before_each_stop(tiny_teacher) -> None:
     config = InversionConfig(iterations=9, **OFFICIAL)
-    run = OfficialInversionRun(tiny_teacher, torch.arange(4), config, AttentionStopping(StoppingSchedule((3, 6), (0.3, 0.3))), progress=False)
+    policy = AttentionStopping(StoppingSchedule((3, 6), (0.3, 0.3)))
+    run = OfficialInversionRun(tiny_teacher, torch.arange(4), config, policy, progress=False)
     calls: list[tuple[bool, bool, int]] = []
     step = run.image_step
 
@@ -199,8 +201,9 @@ def test_dense_official_output_keeps_every_patch_and_stopped_patches_keep_moving
     assert bool(dense.keep_masks.all())
     seen: list[torch.Tensor] = []
     config = InversionConfig(iterations=8, **OFFICIAL)
+    policy = RandomStopping(StoppingSchedule((2,), (0.5,)))
     run = OfficialInversionRun(
-        tiny_teacher, torch.arange(4), config, RandomStopping(StoppingSchedule((2,), (0.5,))), progress=False, on_iteration=lambda t, x, a: seen.append(x.clone())
+        tiny_teacher, torch.arange(4), config, policy, progress=False, on_iteration=lambda t, x, a: seen.append(x.clone())
     )
     result = run.run()[0]
     stopped = ~result.keep_masks.view(4, -1)  # random stopping keeps its tracked set
