@@ -275,3 +275,36 @@ def test_cli_official_protocol_record(trained, student_spec, tmp_path, monkeypat
     wrong_student[wrong_student.index("--student-spec") + 1] = json.dumps({**to_dict(student_spec), "train": "full"})
     wrong_student[wrong_student.index("--out") + 1] = str(tmp_path / "y.json")
     assert main(wrong_student) == 2 and not (tmp_path / "y.json").exists()
+
+
+def test_cli_official_on_a_cifar_folder(tmp_path) -> None:
+    """The whole path: a teacher file for CIFAR-10 (checkpoint), the torchvision layout, keep_zero, the pool."""
+    from smi.teachers import save_teacher
+    from tests.cifar_layout import write_cifar
+    from tests.tiny import make_teacher, make_tiny_vit
+
+    root = write_cifar(tmp_path / "data", "cifar10", train_per_class=1, test_per_class=2)
+    arch = {"img_size": 16, "patch_size": 4, "embed_dim": 24, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}
+    teacher = make_teacher(make_tiny_vit(num_classes=10, **arch), num_classes=10, img_size=16)
+    teacher.dataset, teacher.metadata["model_kwargs"] = "cifar10", arch
+    teacher.data_config.update({"mean": (0.4914, 0.4822, 0.4465), "std": (0.2023, 0.1994, 0.2010),
+                                "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center"})  # fmt: skip
+    save_teacher(teacher, tmp_path / "teacher.pt", {"source": "test"})
+    pretrained = make_tiny_vit(num_classes=1000, **arch)
+    torch.manual_seed(1)
+    for p in pretrained.parameters():
+        p.data.add_(0.01 * torch.randn_like(p))
+    torch.save(pretrained.state_dict(), tmp_path / "in1k.pth")
+    student = {"model": "vit_tiny_patch16_224", "model_kwargs": {k: v for k, v in arch.items() if "size" not in k},
+               "init": "checkpoint", "checkpoint": str(tmp_path / "in1k.pth"), "train": "linear"}  # fmt: skip
+    out, state = tmp_path / "kd.json", tmp_path / "state"
+    argv = ["distill", "--protocol", "official", "--teacher", str(tmp_path / "teacher.pt"),
+            "--dataset-spec", json.dumps({"name": "cifar10", "root": str(root), "options": {"keep_zero": True}}),
+            "--inversion-method", "dense", "--inversion-config", '{"iterations": 3}', "--student-spec", json.dumps(student),
+            "--recipe", '{"epochs": 2, "images_per_epoch": 3, "batch_size": 4}', "--state-dir", str(state), "--keep-state",
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["dataset"] == "cifar10" and record["method"] == "dense" and record["num_images"] == 6
+    assert record["curve"][-1]["pool_size"] == 6 and 0.0 <= record["final_top1"] <= 100.0
+    assert sorted(p.name for p in (state / "pool").iterdir()) == ["epoch00001.pt", "epoch00002.pt"]
