@@ -27,8 +27,9 @@ class StudentSpec:
         model_kwargs: Extra ``timm.create_model`` keyword arguments (``embed_dim``, ``depth``...).
             ``img_size`` and ``patch_size`` default to the teacher's, since the student runs on
             the teacher's patch grid (the keep masks are defined on it).
-        init: ``scratch`` (random initialisation) or ``checkpoint`` (the paper's protocol: a
-            pretrained student whose classifier head is replaced for the teacher's classes).
+        init: ``scratch`` (random initialisation) or ``checkpoint`` (a pretrained student whose
+            classifier head is replaced for the teacher's classes; the official protocol's student,
+            with ``train='linear'`` and the teacher's own ``model``).
         checkpoint: Weights file for ``init='checkpoint'`` (a teacher file of this suite or a
             plain timm checkpoint); its classifier head is dropped.
         train: ``full`` fine-tuning or ``linear`` (only the new head is trained).
