@@ -19,7 +19,7 @@ from typing import Any
 from smi.cli._common import add_device_arguments, json_arg, resolve_device
 from smi.cli.quantize import load_split, load_teacher
 from smi.config import config_hash, from_dict, to_dict
-from smi.distill.config import DEFAULT_PROTOCOL, PROTOCOLS, DistillRecipe, StudentSpec
+from smi.distill.config import DEFAULT_PROTOCOL, PROTOCOLS, StudentSpec, parse_recipe
 from smi.errors import SMIError
 from smi.imageset import ImageSet
 from smi.io import provenance, read_json, torch_save, write_json
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(args.student_spec, dict) or not isinstance(args.recipe, dict):
         raise SMIError("--student-spec and --recipe must be JSON objects.")
     student_spec = from_dict(StudentSpec, args.student_spec, "the student spec")
-    recipe = from_dict(DistillRecipe, args.recipe, "the distillation recipe")
+    recipe = parse_recipe("suite", args.recipe)
     image_set = ImageSet.load(args.image_set)
     method = args.method or image_set.metadata.get("method")
     if not method:
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         recipe = dataclasses.replace(recipe, num_images=count)
         budget = {"budget_gflops": args.budget_gflops, "gflops_per_image": cost}
     elif args.num_images is not None:
-        recipe = from_dict(DistillRecipe, {**to_dict(recipe), "num_images": args.num_images}, "the distillation recipe")
+        recipe = parse_recipe("suite", {**to_dict(recipe), "num_images": args.num_images})
 
     teacher = load_teacher(args.teacher, device)
     spec, test_set = load_split(args.dataset_spec, "test", teacher)

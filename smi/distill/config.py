@@ -63,6 +63,7 @@ class DistillRecipe:
     sets (64 images) need more epochs (about 100) for a from-scratch student to converge.
 
     Attributes:
+        protocol: Always ``suite`` (recorded with the recipe; chosen by the protocol, not set here).
         epochs: Passes over the image set; the final epoch is the reported one.
         batch_size: Images per step.
         lr: Peak AdamW learning rate (cosine decay to zero over all steps).
@@ -85,6 +86,7 @@ class DistillRecipe:
             short epoch's cost.
     """
 
+    protocol: str = field(default="suite", init=False)
     epochs: int = 30
     batch_size: int = 16
     lr: float = 3e-3
