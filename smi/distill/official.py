@@ -209,9 +209,9 @@ def distill_official(
     curve: list[dict[str, float]] = []
     best: dict[str, float] = {"epoch": 0, "test_top1": 0.0, "test_top5": 0.0}
     elapsed = 0.0
-    start_epoch = _resume(state, key, student, optimizer, generator, pool)
-    if start_epoch:
-        saved = torch.load(state / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    saved = _resume(state, key, student, optimizer, generator, pool)
+    start_epoch = int(saved["epoch"]) if saved else 0
+    if saved:
         curve, best, elapsed = saved["curve"], saved["best"], saved["elapsed"]
     pool.discard_after(start_epoch)
 
@@ -294,11 +294,11 @@ def _save(
 def _resume(
     state: Path, key: str, student: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
     pool: ImagePool,
-) -> int:  # fmt: skip
-    """Restore the checkpoint in ``state`` (if any); returns its epoch (0: none)."""
+) -> dict[str, Any] | None:  # fmt: skip
+    """Restore the checkpoint in ``state`` into the given objects; returns it (``None``: no checkpoint)."""
     path = state / CHECKPOINT_NAME
     if not path.is_file():
-        return 0
+        return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
@@ -319,4 +319,4 @@ def _resume(
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
     for epoch in range(1, int(saved["epoch"]) + 1):
         pool.load(epoch)
-    return int(saved["epoch"])
+    return saved

@@ -93,7 +93,10 @@ class ImagePool:
         """Append the stored shard of ``epoch`` (epochs are appended in order)."""
         if epoch != self.epochs + 1:
             raise SMIError(f"pool shards must be appended in order: expected epoch {self.epochs + 1}, got {epoch}.")
-        shard = torch.load(self.shard_path(epoch), map_location="cpu", mmap=True, weights_only=True)
+        path = self.shard_path(epoch)
+        if not path.is_file():
+            raise SMIError(f"pool shard {path} is missing but the checkpoint counts it; delete the state folder to start over.")
+        shard = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         if shard.get("key") != self.key:
             raise SMIError(f"pool shard {self.shard_path(epoch)} belongs to another run; delete the state folder.")
         self._starts.append(self._size)

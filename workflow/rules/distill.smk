@@ -10,6 +10,24 @@ KD_PROTOCOL = config["distillation"].get("protocol", "suite")
 KD_OUT = f"{R}/kd/{{dataset}}/{{teacher}}/{{student}}/{{method}}/seed{{seed}}.json"
 
 
+def _check_official_students():
+    """Under the official protocol every student is a copy of its teacher's architecture (fail before any job)."""
+    if KD_PROTOCOL != "official":
+        return
+    for exp in config["experiments"]:
+        model = config["teachers"][exp["teacher"]]["model"]
+        for student in experiment_students(exp) if distill_methods(exp) else []:
+            if STUDENTS[student].get("model") != model:
+                raise WorkflowError(
+                    f"experiment (dataset={exp['dataset']!r}, teacher={exp['teacher']!r}): the official distillation "
+                    f"protocol needs a student of the teacher's architecture {model!r}, but student {student!r} is "
+                    f"{STUDENTS[student].get('model')!r}; name the right one under the experiment's 'students:'."
+                )
+
+
+_check_official_students()
+
+
 def distill_inputs(wildcards):
     """The teacher; with protocol suite also the method's image set and its inversion metrics."""
     inputs = {"teacher": teacher_file(wildcards)}
