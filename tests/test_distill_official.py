@@ -269,6 +269,8 @@ def test_cli_official_protocol_record(trained, student_spec, tmp_path, monkeypat
     assert record["official_best_top1"] == max(r["test_top1"] for r in record["curve"])
     assert record["recipe"]["lr"] == 0.1 and record["recipe"]["protocol"] == "official"
     assert not Path(f"{out}.state").exists(), "the pool is removed after success"
+    suite_without_set = ["distill", "--teacher", "t.pt", "--dataset-spec", '{"name": "digits"}', "--out", str(tmp_path / "s.json")]
+    assert main(suite_without_set) == 2 and not (tmp_path / "s.json").exists()
     bad = argv[:-3] + ["--image-set", "x.pt", "--out", str(tmp_path / "x.json"), "--no-progress"]
     assert main(bad) == 2 and not (tmp_path / "x.json").exists()
     wrong_student = argv[:]

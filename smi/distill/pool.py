@@ -95,7 +95,9 @@ class ImagePool:
             raise SMIError(f"pool shards must be appended in order: expected epoch {self.epochs + 1}, got {epoch}.")
         path = self.shard_path(epoch)
         if not path.is_file():
-            raise SMIError(f"pool shard {path} is missing but the checkpoint counts it; delete the state folder to start over.")
+            raise SMIError(
+                f"pool shard {path} is missing but the checkpoint counts it; delete the state folder to start over."
+            )
         shard = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         if shard.get("key") != self.key:
             raise SMIError(f"pool shard {self.shard_path(epoch)} belongs to another run; delete the state folder.")
