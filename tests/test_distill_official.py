@@ -280,18 +280,21 @@ def test_cli_official_protocol_record(trained, student_spec, tmp_path, monkeypat
 
 
 def test_cli_official_on_a_cifar_folder(tmp_path) -> None:
-    """The whole path: a teacher file for CIFAR-10 (checkpoint), the torchvision layout, keep_zero, the pool."""
-    from smi.teachers import save_teacher
+    """The whole path: a CIFAR-10 teacher from a local checkpoint (as the official .pth files), the torchvision
+    layout, keep_zero, the pool."""
     from tests.cifar_layout import write_cifar
-    from tests.tiny import make_teacher, make_tiny_vit
+    from tests.tiny import make_tiny_vit
 
     root = write_cifar(tmp_path / "data", "cifar10", train_per_class=1, test_per_class=2)
+    dataset = json.dumps({"name": "cifar10", "root": str(root), "options": {"keep_zero": True}})
     arch = {"img_size": 16, "patch_size": 4, "embed_dim": 24, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}
-    teacher = make_teacher(make_tiny_vit(num_classes=10, **arch), num_classes=10, img_size=16)
-    teacher.dataset, teacher.metadata["model_kwargs"] = "cifar10", arch
-    teacher.data_config.update({"mean": (0.4914, 0.4822, 0.4465), "std": (0.2023, 0.1994, 0.2010),
-                                "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center"})  # fmt: skip
-    save_teacher(teacher, tmp_path / "teacher.pt", {"source": "test"})
+    torch.save(make_tiny_vit(num_classes=10, **arch).state_dict(), tmp_path / "deit_tiny_16_cifar10.pth")
+    teacher_spec = {"model": "vit_tiny_patch16_224", "model_kwargs": arch, "source": "checkpoint",
+                    "checkpoint": str(tmp_path / "deit_tiny_16_cifar10.pth"),
+                    "data_config": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010],
+                                    "interpolation": "bicubic", "crop_pct": 0.875}}  # fmt: skip
+    assert main(["train-teacher", "--teacher-spec", json.dumps(teacher_spec), "--dataset-spec", dataset,
+                 "--out", str(tmp_path / "teacher.pt"), "--metrics", str(tmp_path / "teacher.json")]) == 0  # fmt: skip
     pretrained = make_tiny_vit(num_classes=1000, **arch)
     torch.manual_seed(1)
     for p in pretrained.parameters():
@@ -301,8 +304,7 @@ def test_cli_official_on_a_cifar_folder(tmp_path) -> None:
                "init": "checkpoint", "checkpoint": str(tmp_path / "in1k.pth"), "train": "linear"}  # fmt: skip
     out, state = tmp_path / "kd.json", tmp_path / "state"
     argv = ["distill", "--protocol", "official", "--teacher", str(tmp_path / "teacher.pt"),
-            "--dataset-spec", json.dumps({"name": "cifar10", "root": str(root), "options": {"keep_zero": True}}),
-            "--inversion-method", "dense", "--inversion-config", '{"iterations": 3}', "--student-spec", json.dumps(student),
+            "--dataset-spec", dataset, "--inversion-method", "dense", "--inversion-config", '{"iterations": 3}', "--student-spec", json.dumps(student),
             "--recipe", '{"epochs": 2, "images_per_epoch": 3, "batch_size": 4}', "--state-dir", str(state), "--keep-state",
             "--out", str(out), "--no-progress"]  # fmt: skip
     assert main(argv) == 0
