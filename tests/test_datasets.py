@@ -66,7 +66,7 @@ def test_spec_rejects_unknown_keys_names_and_options() -> None:
         DatasetSpec.from_config({"name": "shapes", "options": {"rho": 1.5}})
     spec = DatasetSpec.from_config({"name": "shapes", "options": {"rho": 0.5}})
     assert DatasetSpec.from_config(spec.to_config()) == spec
-    assert set(DATASETS) == {"digits", "shapes", "imagenet", "flowers102", "cub200", "imagefolder"}
+    assert set(DATASETS) == {"digits", "shapes", "imagenet", "flowers102", "cub200", "imagefolder", "cifar10", "cifar100"}
 
 
 def test_unknown_split_and_masks_on_digits() -> None:

@@ -152,8 +152,18 @@ def test_unknown_method_label_is_named(tmp_path: Path) -> None:
 
 
 def test_paper_config_dry_run_lists_the_full_dag(tmp_path: Path) -> None:
-    proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"))
+    proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config" / "paper.yaml"))
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs["invert"] == 2 * 4 * 3 + 4 * 2  # ImageNet: DeiT-T/B x 4 methods x 3 seeds; CIFAR KD: 4 teachers x 2
+    assert jobs["quantize"] == 2 * 4 * 3  # one job per calibration set runs both bit-widths
+    assert jobs["train_teacher"] == 6 and jobs["distill"] == 4 * 2  # one same-architecture student per KD teacher
+    assert (proc.stdout + proc.stderr).count("distill --protocol official") == 8
+
+
+def test_paper_extension_config_dry_run_lists_the_full_dag(tmp_path: Path) -> None:
+    proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config" / "paper_extension.yaml"))
     jobs = planned_jobs(proc.stdout + proc.stderr)
     assert jobs["invert"] == 4 * 8 * 3 + 4 * 4  # ImageNet: 4 teachers x 8 methods x 3 seeds; KD: 4 x 4
     assert jobs["quantize"] == 4 * 8 * 3  # one job per calibration set runs all 3 bit-widths
-    assert jobs["train_teacher"] == 8
+    assert jobs["train_teacher"] == 8 and jobs["distill"] == 16
+    assert (proc.stdout + proc.stderr).count("distill --protocol suite") == 16

@@ -1,5 +1,9 @@
 """``smi distill``: knowledge transfer from a teacher's synthetic images to a student.
 
+Two protocols (``--protocol``, recorded in the metrics): ``suite`` (default) distils on a fixed
+image set (``--image-set``); ``official`` runs the official SMI code's protocol, synthesising
+into a growing pool inside this job (:mod:`smi.cli._distill_official`).
+
 Writes one metrics JSON (kind ``distillation``) with the student's final-epoch accuracy on
 the real test split, the whole per-epoch curve, the teacher's accuracy and provenance; for
 the ``shapes`` dataset also the accuracy on ``test_correlated`` and the decorrelation gap.
@@ -15,7 +19,7 @@ from typing import Any
 from smi.cli._common import add_device_arguments, json_arg, resolve_device
 from smi.cli.quantize import load_split, load_teacher
 from smi.config import config_hash, from_dict, to_dict
-from smi.distill.config import DistillRecipe, StudentSpec
+from smi.distill.config import DEFAULT_PROTOCOL, PROTOCOLS, StudentSpec, parse_recipe
 from smi.errors import SMIError
 from smi.imageset import ImageSet
 from smi.io import provenance, read_json, torch_save, write_json
@@ -31,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
     parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: file name)")
     parser.add_argument("--dataset-spec", type=json_arg, required=True, help="teacher's dataset as JSON, e.g. '{\"name\": \"digits\"}'")
-    parser.add_argument("--image-set", required=True, help="synthetic image-set file to distil on")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                        help="suite: distil on --image-set; official: the official SMI code's protocol (docs/protocols.md)")
+    parser.add_argument("--image-set", default=None, help="synthetic image-set file to distil on (protocol suite)")
     parser.add_argument("--method", default=None, help="method name in metrics (default: the set's metadata method)")
     parser.add_argument("--student-spec", type=json_arg, default={}, help="StudentSpec as JSON (model, model_kwargs, init, checkpoint, train)")
     parser.add_argument("--student-id", default=None, help="student name used in metrics (default: its model name)")
@@ -43,18 +49,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--save-student", default=None, help="also write the student's weights (.pt)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_official_arguments(parser)
     add_device_arguments(parser)
+
+
+def add_official_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of protocol ``official`` (the synthesis runs inside the job)."""
+    group = parser.add_argument_group("protocol official")
+    group.add_argument("--inversion-method", default=None, help="registered method that fills the pool (e.g. smi, dense)")
+    group.add_argument("--method-params", type=json_arg, default={}, help="its parameters as JSON")
+    group.add_argument("--inversion-config", type=json_arg, default={}, help="InversionConfig as JSON (iterations, lr, tv_l2, ...)")
+    group.add_argument("--state-dir", default=None, help="folder of the pool and the resumable checkpoint")
+    group.add_argument("--keep-state", action="store_true", help="keep the state folder (pool images) after success")
 
 
 def run(args: argparse.Namespace) -> int:
     from smi.distill.budget import images_for_budget
     from smi.distill.train import distill
 
+    if args.protocol == "official":
+        from smi.cli._distill_official import run_official
+
+        return run_official(args)
+    if not args.image_set:
+        raise SMIError("protocol 'suite' distils on a fixed image set: give --image-set.")
     device = resolve_device(args)
     if not isinstance(args.student_spec, dict) or not isinstance(args.recipe, dict):
         raise SMIError("--student-spec and --recipe must be JSON objects.")
     student_spec = from_dict(StudentSpec, args.student_spec, "the student spec")
-    recipe = from_dict(DistillRecipe, args.recipe, "the distillation recipe")
+    recipe = parse_recipe("suite", args.recipe)
     image_set = ImageSet.load(args.image_set)
     method = args.method or image_set.metadata.get("method")
     if not method:
@@ -67,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         recipe = dataclasses.replace(recipe, num_images=count)
         budget = {"budget_gflops": args.budget_gflops, "gflops_per_image": cost}
     elif args.num_images is not None:
-        recipe = from_dict(DistillRecipe, {**to_dict(recipe), "num_images": args.num_images}, "the distillation recipe")
+        recipe = parse_recipe("suite", {**to_dict(recipe), "num_images": args.num_images})
 
     teacher = load_teacher(args.teacher, device)
     spec, test_set = load_split(args.dataset_spec, "test", teacher)
@@ -80,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     final = result.final
     record: dict[str, Any] = {
         "kind": "distillation",
+        "protocol": "suite",
         "dataset": spec.name,
         "teacher": teacher_id,
         "model_name": teacher.model_name,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
 
-from smi.data import digits, folders, shapes
+from smi.data import cifar, digits, folders, shapes
 from smi.errors import SMIError
 
 
@@ -50,6 +50,15 @@ def _folder(name: str) -> Callable[..., Any]:
     return load
 
 
+def _cifar(name: str) -> Callable[..., Any]:
+    def load(options: Any, root: str, split: str, data_config: Any, with_masks: bool) -> Any:
+        if with_masks:
+            raise SMIError(f"dataset '{name}' has no foreground masks; only 'shapes' has them.")
+        return cifar.load_cifar_split(name, root, options, split, data_config)
+
+    return load
+
+
 _ENTRIES: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(digits.DigitsOptions, digits.SPLITS, _embedded(digits.load_digits_split),
                            lambda _root: digits.NUM_CLASSES, needs_root=False),
@@ -59,6 +68,11 @@ _ENTRIES: dict[str, DatasetEntry] = {
         name: DatasetEntry(folders.FolderOptions, folders.SPLITS, _folder(name),
                            partial(folders.folder_num_classes, name), needs_root=True)  # type: ignore[arg-type]
         for name in ("imagenet", "flowers102", "cub200", "imagefolder")
+    },
+    **{
+        name: DatasetEntry(cifar.CifarOptions, cifar.SPLITS, _cifar(name),
+                           partial(cifar.cifar_num_classes, name), needs_root=True)  # type: ignore[arg-type]
+        for name in cifar.LAYOUTS
     },
 }  # fmt: skip
 

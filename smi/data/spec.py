@@ -20,6 +20,8 @@ ROOT_ENV_VARS: dict[str, str] = {
     "flowers102": "SMI_FLOWERS_ROOT",
     "cub200": "SMI_CUB_ROOT",
     "imagefolder": "SMI_IMAGEFOLDER_ROOT",
+    "cifar10": "SMI_CIFAR10_ROOT",
+    "cifar100": "SMI_CIFAR100_ROOT",
 }
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
+from smi.config import from_dict
 from smi.errors import SMIError
 
 STUDENT_INITS: tuple[str, ...] = ("scratch", "checkpoint")
@@ -12,6 +13,9 @@ STUDENT_TRAINING: tuple[str, ...] = ("full", "linear")
 AUGMENTATIONS: tuple[str, ...] = ("patch_shift_flip", "flip", "none")
 # Knowledge-transfer temperature of the SMI paper (Hu et al., ICML 2024).
 PAPER_TEMPERATURE = 20.0
+#: ``official``: the official SMI code's knowledge transfer (test_kt.py); ``suite``: the suite's own.
+PROTOCOLS: tuple[str, ...] = ("suite", "official")
+DEFAULT_PROTOCOL = "suite"
 
 
 @dataclass(frozen=True)
@@ -23,8 +27,9 @@ class StudentSpec:
         model_kwargs: Extra ``timm.create_model`` keyword arguments (``embed_dim``, ``depth``...).
             ``img_size`` and ``patch_size`` default to the teacher's, since the student runs on
             the teacher's patch grid (the keep masks are defined on it).
-        init: ``scratch`` (random initialisation) or ``checkpoint`` (the paper's protocol: a
-            pretrained student whose classifier head is replaced for the teacher's classes).
+        init: ``scratch`` (random initialisation) or ``checkpoint`` (a pretrained student whose
+            classifier head is replaced for the teacher's classes; the official protocol's student,
+            with ``train='linear'`` and the teacher's own ``model``).
         checkpoint: Weights file for ``init='checkpoint'`` (a teacher file of this suite or a
             plain timm checkpoint); its classifier head is dropped.
         train: ``full`` fine-tuning or ``linear`` (only the new head is trained).
@@ -58,6 +63,7 @@ class DistillRecipe:
     sets (64 images) need more epochs (about 100) for a from-scratch student to converge.
 
     Attributes:
+        protocol: Always ``suite`` (recorded with the recipe; chosen by the protocol, not set here).
         epochs: Passes over the image set; the final epoch is the reported one.
         batch_size: Images per step.
         lr: Peak AdamW learning rate (cosine decay to zero over all steps).
@@ -80,6 +86,7 @@ class DistillRecipe:
             short epoch's cost.
     """
 
+    protocol: str = field(default="suite", init=False)
     epochs: int = 30
     batch_size: int = 16
     lr: float = 3e-3
@@ -107,3 +114,66 @@ class DistillRecipe:
             raise SMIError("distillation recipe max_shift, warmup_epochs and weight_decay must be >= 0.")
         if not 0.0 <= float(self.erase) < 1.0:
             raise SMIError(f"distillation recipe erase = {self.erase} must lie in [0, 1) (0 disables erasing).")
+
+
+@dataclass(frozen=True)
+class OfficialRecipe:
+    """Knowledge transfer as the official SMI code runs it (``test_kt.py``, Hu et al., ICML 2024).
+
+    Every epoch synthesises ``images_per_epoch`` new images with the inversion method into a
+    growing pool, then takes **one** SGD step on ``batch_size`` images drawn from the whole pool;
+    the student is a pretrained copy of the teacher's architecture with a new head, trained as a
+    linear probe. The defaults are the official code's values.
+
+    Attributes:
+        protocol: Always ``official`` (recorded with the recipe; not a key to set).
+        epochs: Epochs, each one synthesis and one step (official ``--epoches`` default 1000).
+        images_per_epoch: Images synthesised per epoch, in one inversion batch (official 100).
+        batch_size: Images per step, drawn from the pool (official ``--kr-batchsize`` 32).
+        lr: SGD learning rate, constant: the official code has no schedule (0.1).
+        momentum: SGD momentum (0.9).
+        weight_decay: SGD weight decay (1e-4).
+        temperature: KL temperature (20); the loss is scaled by T^2.
+        eval_every: Evaluate on the test split every this many epochs and after the last (the
+            official code evaluates every epoch).
+        eval_batch_size: Images per forward on the test split (does not change the figures).
+        checkpoint_every: Save pool, student and optimiser state every this many epochs, so an
+            interrupted job resumes (the official code cannot resume; this changes no figure).
+    """
+
+    protocol: str = field(default="official", init=False)
+    epochs: int = 1000
+    images_per_epoch: int = 100
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    temperature: float = PAPER_TEMPERATURE
+    eval_every: int = 1
+    eval_batch_size: int = 200
+    checkpoint_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "images_per_epoch", "batch_size", "eval_every", "eval_batch_size", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise SMIError(f"official distillation recipe {name} = {getattr(self, name)} must be at least 1.")
+        if float(self.lr) <= 0 or float(self.temperature) <= 0:
+            raise SMIError("official distillation recipe lr and temperature must be positive.")
+        if float(self.momentum) < 0 or float(self.weight_decay) < 0:
+            raise SMIError("official distillation recipe momentum and weight_decay must be >= 0.")
+
+
+def parse_recipe(protocol: str, values: Mapping[str, Any] | None) -> DistillRecipe | OfficialRecipe:
+    """The recipe of ``protocol`` from plain values, unknown keys rejected.
+
+    Raises:
+        SMIError: Unknown protocol, or a key the protocol's recipe does not have (a suite key
+            such as ``augment`` under ``official`` is an error, not silently ignored).
+    """
+    if protocol not in PROTOCOLS:
+        raise SMIError(f"distillation protocol {protocol!r} is unknown; choose one of {list(PROTOCOLS)}.")
+    values = dict(values or {})
+    values.pop("protocol", None)  # recorded recipes carry it; it is chosen by the protocol argument
+    if protocol == "official":
+        return from_dict(OfficialRecipe, values, "the official distillation recipe")
+    return from_dict(DistillRecipe, values, "the distillation recipe")

@@ -1,8 +1,9 @@
 """Student networks for knowledge transfer from a teacher's synthetic images.
 
-Two protocols (Sparse Model Inversion, Hu et al., ICML 2024, follows the second): a timm ViT
-trained from scratch, or a pretrained ViT whose classifier is replaced for the teacher's classes
-and then fine-tuned fully or linearly (head only). Either student runs on the teacher's patch
+Two kinds: a timm ViT trained from scratch, or a pretrained ViT whose classifier is replaced for
+the teacher's classes and then fine-tuned fully or linearly (head only). The official SMI code
+(Hu et al., ICML 2024) uses the second, linearly, with the teacher's architecture
+(:mod:`smi.distill.official`). Either student runs on the teacher's patch
 grid, so the synthetic images' keep masks apply to it unchanged.
 """
 

@@ -1,8 +1,9 @@
 """Knowledge transfer from a teacher to a student on synthetic images.
 
-The data-free knowledge-transfer protocol of Sparse Model Inversion (Hu et al., ICML 2024):
-the student learns to match the teacher's softened predictions (KL divergence at temperature
-T, paper: 20, scaled by T^2 as in Hinton et al., 2015) on a method's synthetic images. Teacher
+The suite's knowledge-transfer protocol (``protocol: suite``; the official SMI code's is
+:mod:`smi.distill.official`, differences in docs/protocols.md): the student learns to match
+the teacher's softened predictions (KL divergence at temperature T, 20 as in the official
+code, scaled by T^2 as in Hinton et al., 2015) on a method's synthetic images. Teacher
 and student both run on the kept tokens of sparse images (:class:`~smi.sparse_vit.TokenSubsetViT`),
 so stopped (black) patches are never seen by either. Each batch is augmented (whole-patch
 roll / flip, optional whole-patch erasing) and then labelled by the teacher's logits on the

@@ -34,6 +34,9 @@ def _check_config():
                 raise WorkflowError(f"{where}: unknown method label {label!r}; define it under 'methods' or 'external_methods' ({sorted(known)}).")
         if distill_methods(exp) and not STUDENTS:
             raise WorkflowError(f"{where}: distillation is requested but 'distillation: students:' is empty; add a student or set 'distill: []'.")
+        unknown = sorted(set(exp.get("students", [])) - set(STUDENTS))
+        if unknown:
+            raise WorkflowError(f"{where}: unknown student id(s) {unknown}; define them under 'distillation: students:' ({sorted(STUDENTS)}).")
     overlap = set(config["methods"]) & set(EXTERNAL)
     if overlap:
         raise WorkflowError(f"method labels {sorted(overlap)} are both in 'methods' and 'external_methods'; rename one.")
@@ -42,6 +45,11 @@ def _check_config():
 def distill_methods(exp):
     """Labels distilled for an experiment (default: all of its methods)."""
     return exp["distill"] if "distill" in exp else exp["methods"]
+
+
+def experiment_students(exp):
+    """Student ids distilled for an experiment (default: all students)."""
+    return exp.get("students") or list(STUDENTS)
 
 
 def as_json(value):
@@ -116,7 +124,7 @@ def quant_metrics():
 def distill_metrics():
     return [
         f"{R}/kd/{e['dataset']}/{e['teacher']}/{st}/{m}/seed{s}.json"
-        for e in config["experiments"] for m in distill_methods(e) for s in e["seeds"] for st in STUDENTS
+        for e in config["experiments"] for m in distill_methods(e) for s in e["seeds"] for st in experiment_students(e)
     ]
 
 
