@@ -52,6 +52,15 @@ def experiment_students(exp):
     return exp.get("students") or list(STUDENTS)
 
 
+def inversion_config(iterations=False):
+    """The `--inversion-config` JSON of every job that inverts: the optimiser options and the protocol."""
+    inv = config["inversion"]
+    cfg = {**inv["options"], "protocol": inv["protocol"]}
+    if iterations:
+        cfg["iterations"] = inv["iterations"]
+    return cfg
+
+
 def as_json(value):
     """A shell-quoted JSON argument."""
     return shlex.quote(json.dumps(value, sort_keys=True))

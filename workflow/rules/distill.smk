@@ -47,7 +47,7 @@ def distill_protocol_args(wildcards, output):
             + (f" --budget-gflops {budget}" if budget is not None else "")
         )
     name, params = method_entry(wildcards.method)
-    inversion = {**config["inversion"]["options"], "iterations": config["inversion"]["iterations"]}
+    inversion = inversion_config(iterations=True)
     return (
         f"--inversion-method {name} --method-params {as_json(params)} --inversion-config {as_json(inversion)}"
         f" --state-dir {output[0]}.state"

@@ -25,7 +25,7 @@ rule invert:
     params:
         method=lambda w: method_entry(w.method)[0],
         method_params=lambda w: as_json(method_entry(w.method)[1]),
-        options=as_json({**config["inversion"]["options"], "protocol": config["inversion"]["protocol"]}),
+        options=as_json(inversion_config()),
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
         num_images=num_images,
         batch_size=config["inversion"]["batch_size"],
