@@ -69,15 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     modules = command_modules()
-    if argv and argv[0] in modules:
-        module = _load(argv[0], modules[argv[0]])
-        parser = OneLineParser(prog=f"smi {argv[0]}", description=module.HELP)
-        module.add_arguments(parser)
-        args = parser.parse_args(argv[1:])
-        args.command, run = argv[0], module.run
-    else:
-        args = build_parser().parse_args(argv)
-        run = args._run
+    try:  # argparse exits on --help and on a bad argument; the status is returned like any other
+        if argv and argv[0] in modules:
+            module = _load(argv[0], modules[argv[0]])
+            parser = OneLineParser(prog=f"smi {argv[0]}", description=module.HELP)
+            module.add_arguments(parser)
+            args = parser.parse_args(argv[1:])
+            args.command, run = argv[0], module.run
+        else:
+            args = build_parser().parse_args(argv)
+            run = args._run
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         check_outputs(args)
         result = run(args)
