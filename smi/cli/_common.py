@@ -110,8 +110,7 @@ def check_writable(paths: Iterable[str | os.PathLike[str] | None], folders: Iter
             raise SMIError(f"output {path} is a folder; give a file path.")
         if is_folder and path.exists() and not path.is_dir():
             raise SMIError(f"output folder {path} is an existing file; give a folder path.")
-        base = path if is_folder else path.parent
-        base = base.absolute()
+        base = Path(os.path.abspath(path if is_folder else path.parent))  # abspath: '..' as the job will see it
         while not base.exists() and base != base.parent:
             base = base.parent
         if not base.is_dir():

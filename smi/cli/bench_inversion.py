@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         schedule = StoppingSchedule.build([50, 100, 200, 300], args.ratio).scaled(args.iterations / PAPER_ITERATIONS_TOTAL)
     else:
         schedule = StoppingSchedule.build(args.schedule, args.ratio)
+    schedule.within(args.iterations)  # before any timed work: a late step is an error, not dropped
     result = run_benchmark(teacher, args.batch_size, args.iterations, schedule, args.repeats, device, args.seed)
     summary = result.summary()
     counts = schedule.kept_counts(result.dense[0].num_patches)
