@@ -178,9 +178,11 @@ def _option(args: list[str], names: tuple[str, ...]) -> str | None:
 
 
 def _profile_executor(profile: str) -> str | None:
-    config = Path(profile) / "config.yaml"
-    if not config.is_file():
-        return None  # a named profile in the user's config folder: assume local, the job checks again
+    # A profile is a folder, or a name looked up where Snakemake looks for it.
+    folders = [Path(profile), Path.home() / ".config" / "snakemake" / profile, Path("/etc/xdg/snakemake") / profile]
+    config = next((f / "config.yaml" for f in folders if (f / "config.yaml").is_file()), None)
+    if config is None:
+        return None  # not found: assume local; each job checks its device again when it starts
     match = re.search(r"^executor:\s*([A-Za-z0-9_-]+)", config.read_text(), flags=re.MULTILINE)
     return match.group(1) if match else None
 

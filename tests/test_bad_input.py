@@ -199,7 +199,7 @@ def test_ctrl_c_is_one_line_saying_nothing_was_written(files, capsys, monkeypatc
     monkeypatch.setattr(invert_cli, "run", interrupted)
     code = main(invert(files))
     line = one_error_line(capsys.readouterr().err)
-    assert code == 130 and "interrupted; no output file of this step was written" in line
+    assert code == 130 and "interrupted; nothing was written that is not complete" in line
     assert not (files["root"] / "out" / "x.pt").exists()
 
 

@@ -89,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # Outputs are renamed into place only when complete, so an interrupt leaves none half-written.
-        print(f"smi {args.command}: interrupted; no output file of this step was written or left half-written.",
-              file=sys.stderr)  # fmt: skip
+        print(f"smi {args.command}: interrupted; nothing was written that is not complete (each output file "
+              "appears only when finished); rerun the step to finish it.", file=sys.stderr)  # fmt: skip
         return INTERRUPTED_STATUS
     return int(result or 0)
 
