@@ -291,7 +291,7 @@ def _check_dataset(dataset_id: str, entry: Mapping[str, Any], check_machine: boo
     for alternatives in FOLDER_LAYOUT.get(spec.name, ()):
         if not any((root / name).is_dir() if name.endswith("/") else (root / name).is_file() for name in alternatives):
             raise SMIError(f"{key}.root: {root} lacks {' or '.join(alternatives)}; dataset '{spec.name}' needs "
-                           f"{', '.join(a[0] for a in FOLDER_LAYOUT[spec.name])} under its root.")  # fmt: skip
+                           f"{', '.join(' or '.join(a) for a in FOLDER_LAYOUT[spec.name])} under its root.")  # fmt: skip
 
 
 def _check_inversion(section: Mapping[str, Any]) -> Any:
