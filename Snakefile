@@ -20,7 +20,15 @@ if not config.get("experiments"):
     configfile: f"{workflow.basedir}/config/default.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# One line for a schema violation (key path and allowed keys), instead of the whole schema;
+# snakemake's validate then fills in the defaults.
+from smi.validate import SCHEMA_PATH, check_schema, exit_config_error
+
+try:
+    check_schema(config, f"{workflow.basedir}/{SCHEMA_PATH}")
+except Exception as exc:
+    exit_config_error(exc)
+validate(config, SCHEMA_PATH)
 
 report: "workflow/report/workflow.rst"
 

@@ -6,7 +6,10 @@ One ``torch.save`` file holding tensors, not PNGs:
 - ``keep_masks``: bool (M, gh, gw), True where a patch is part of the image;
 - ``targets``: int64 (M,) class labels the images were synthesised for;
 - ``metadata``: dict with at least ``method``, ``teacher`` (model name, num_classes,
-  input_size, patch_size), ``seed`` and ``config_hash``.
+  input_size, patch_size, ``fingerprint``), ``seed`` and ``config_hash``.
+
+The teacher's ``fingerprint`` (:func:`teacher_fingerprint`) identifies its weights, so that a
+set made from one teacher is refused by another of the same shape (:func:`check_teacher_identity`).
 
 Evaluators feed the kept patches only to the models (the token-subset forward), so the black
 pixels never enter a calibration range or a distillation loss.
@@ -14,6 +17,8 @@ pixels never enter a calibration range or a distillation loss.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +30,10 @@ from smi.errors import SMIError
 from smi.io import torch_save
 
 FORMAT_VERSION = 1
+#: Hex digits of the teacher fingerprint shown in messages (the full digest is stored).
+SHOWN_DIGITS = 12
+#: The command-line flag that accepts a set made from another teacher.
+ALLOW_FOREIGN_FLAG = "--allow-foreign-set"
 
 
 @dataclass
@@ -121,3 +130,67 @@ class ImageSet:
             raise SMIError(
                 f"image set was made for a teacher with {meta_classes} classes, but the model has {num_classes}."
             )
+
+
+def teacher_fingerprint(model: torch.nn.Module, model_name: str, model_kwargs: dict[str, Any] | None) -> str:
+    """A SHA-256 of a teacher's weights, timm model name and model kwargs.
+
+    Tensors are hashed in sorted key order with their dtype and shape, from CPU copies, so the
+    digest does not depend on the device, the dict order or the thread count.
+
+    Args:
+        model: The teacher's model.
+        model_name: Its timm model name.
+        model_kwargs: Its ``timm.create_model`` keyword arguments.
+
+    Returns:
+        The hex digest.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps([model_name, model_kwargs or {}], sort_keys=True, default=str).encode())
+    state = model.state_dict()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        # Bytes via uint8 view: numpy has no bfloat16, and a view copies nothing.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_teacher_identity(image_set: ImageSet, teacher: Any, set_path: str | os.PathLike[str],
+                           teacher_name: str, allow_foreign: bool) -> str:
+    """Refuse an image set made from another teacher than ``teacher``.
+
+    Shapes alone cannot tell two teachers apart (a digits and a shapes teacher of one size
+    accept each other's images); the fingerprint of the weights the set records can.
+
+    Args:
+        image_set: The loaded set.
+        teacher: The :class:`smi.types.Teacher` about to use it.
+        set_path: The set's file, for the message.
+        teacher_name: The teacher's id in this run, for the message.
+        allow_foreign: Accept a foreign set (a deliberate transfer experiment).
+
+    Returns:
+        ``"same"`` (the set's teacher), ``"foreign"`` (another teacher, allowed) or
+        ``"unrecorded"`` (a set that records no fingerprint: hand-made or from an older version).
+
+    Raises:
+        SMIError: For a set of another teacher without ``allow_foreign``.
+    """
+    recorded = image_set.metadata.get("teacher") or {}
+    theirs = recorded.get("fingerprint") if isinstance(recorded, dict) else None
+    if not theirs:
+        return "unrecorded"
+    ours = teacher_fingerprint(teacher.model, teacher.model_name, teacher.metadata.get("model_kwargs"))
+    if theirs == ours:
+        return "same"
+    if allow_foreign:
+        return "foreign"
+    set_teacher = image_set.metadata.get("teacher_id") or recorded.get("model_name")
+    raise SMIError(
+        f"image set {set_path} was made from teacher '{set_teacher}' ({recorded.get('model_name')} on "
+        f"{recorded.get('dataset')}, weights {theirs[:SHOWN_DIGITS]}) but is used with teacher '{teacher_name}' "
+        f"({teacher.model_name} on {teacher.dataset}, weights {ours[:SHOWN_DIGITS]}); use a set inverted from this "
+        f"teacher, or pass {ALLOW_FOREIGN_FLAG} for a deliberate transfer experiment."
+    )

@@ -2,6 +2,8 @@
 
 Outputs are written to a temporary file in the destination folder and renamed into place, so
 an interrupted job never leaves a half-written file that Snakemake would take as finished.
+The renamed file gets the permissions ``open()`` would give it under the user's umask (a
+temporary file is created private), so a group on a shared cluster can read the results.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
+#: Mode of a new file before the umask is applied, as ``open()`` uses.
+NEW_FILE_MODE = 0o666
 
 
 @contextlib.contextmanager
@@ -35,10 +40,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, NEW_FILE_MODE & ~current_umask())
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it; it is restored at once)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -4,6 +4,11 @@ A schedule is a sorted list of (iteration, ratio) pairs: at each listed iteratio
 lowest-scoring fraction ``ratio`` of the *still active* patches is stopped. The paper uses
 iterations 50/100/200/300 with ratio 0.3, which takes a 14x14 grid from 196 patches to
 137 -> 95 -> 66 -> 46.
+
+A step at or beyond the run's iteration count is an error, not a step silently dropped: a
+run labelled SMI whose stopping never happens would be dense inversion under SMI's name (and
+its costs would be reported as SMI's). Iterations must be integers; ``2.5`` is refused rather
+than truncated.
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ class StoppingSchedule:
     ratios: tuple[float, ...] = (PAPER_RATIO,) * len(PAPER_ITERATIONS)
 
     def __post_init__(self) -> None:
+        fractional = [i for i in self.iterations if isinstance(i, bool) or not isinstance(i, (int, float)) or i != int(i)]
+        if fractional:
+            raise SMIError(
+                f"stopping schedule iterations {fractional} are not whole numbers; iterations count optimisation "
+                "steps, e.g. [50, 100, 200, 300]."
+            )
+        bad_ratios = [r for r in self.ratios if isinstance(r, bool) or not isinstance(r, (int, float))]
+        if bad_ratios:
+            raise SMIError(f"stopping ratios {bad_ratios} are not numbers; a ratio is a fraction in (0, 1) such as 0.3.")
         its, ratios = tuple(int(i) for i in self.iterations), tuple(float(r) for r in self.ratios)
         object.__setattr__(self, "iterations", its)
         object.__setattr__(self, "ratios", ratios)
@@ -68,9 +82,19 @@ class StoppingSchedule:
         return counts
 
     def within(self, total_iterations: int) -> "StoppingSchedule":
-        """The steps that happen before ``total_iterations`` (a short run keeps a prefix)."""
-        pairs = [(i, r) for i, r in zip(self.iterations, self.ratios) if i < total_iterations]
-        return StoppingSchedule(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+        """This schedule, checked to fit a run of ``total_iterations`` (iterations 0 .. total - 1).
+
+        Raises:
+            SMIError: If a step is at or beyond the last iteration (it would never happen).
+        """
+        late = [i for i in self.iterations if i >= total_iterations]
+        if late:
+            raise SMIError(
+                f"stopping schedule steps {late} are at or beyond the run's {total_iterations} iterations (0 .. "
+                f"{total_iterations - 1}), so they would never happen; raise the iterations or give a schedule "
+                f"below {total_iterations}."
+            )
+        return self
 
     def scaled(self, factor: float) -> "StoppingSchedule":
         """The schedule with iterations multiplied by ``factor`` (a compressed run), kept distinct."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from smi.config import config_hash, to_dict
-from smi.imageset import ImageSet
+from smi.imageset import ImageSet, teacher_fingerprint
 from smi.inversion import InversionConfig, InversionResult
 from smi.registry import InversionMethod, InversionRequest
 from smi.sparse_vit import TokenSubsetViT
@@ -66,6 +66,7 @@ def teacher_description(teacher: Teacher) -> dict[str, Any]:
         "mean": list(teacher.data_config["mean"]),
         "std": list(teacher.data_config["std"]),
         "path": teacher.metadata.get("path"),
+        "fingerprint": teacher_fingerprint(teacher.model, teacher.model_name, teacher.metadata.get("model_kwargs")),
     }
 
 

@@ -151,7 +151,8 @@ def test_unknown_method_label_is_named(tmp_path: Path) -> None:
     assert "smi-typo" in proc.stdout + proc.stderr
 
 
-def test_paper_config_dry_run_lists_the_full_dag(tmp_path: Path) -> None:
+def test_paper_config_dry_run_lists_the_full_dag(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SMI_SKIP_MACHINE_CHECKS", "1")  # planned here, run on GPU machines with the datasets
     proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config" / "paper.yaml"))
     jobs = planned_jobs(proc.stdout + proc.stderr)
     assert jobs["invert"] == 2 * 4 * 3 + 4 * 2  # ImageNet: DeiT-T/B x 4 methods x 3 seeds; CIFAR KD: 4 teachers x 2
@@ -160,7 +161,8 @@ def test_paper_config_dry_run_lists_the_full_dag(tmp_path: Path) -> None:
     assert (proc.stdout + proc.stderr).count("distill --protocol official") == 8
 
 
-def test_paper_extension_config_dry_run_lists_the_full_dag(tmp_path: Path) -> None:
+def test_paper_extension_config_dry_run_lists_the_full_dag(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SMI_SKIP_MACHINE_CHECKS", "1")  # planned here, run on GPU machines with the datasets
     proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config" / "paper_extension.yaml"))
     jobs = planned_jobs(proc.stdout + proc.stderr)
     assert jobs["invert"] == 4 * 8 * 3 + 4 * 4  # ImageNet: 4 teachers x 8 methods x 3 seeds; KD: 4 x 4

@@ -4,7 +4,12 @@ Each public module in this package is a sub-command named after the module (unde
 dashes: ``train_teacher.py`` is ``smi train-teacher``) and defines ``COMMAND``, ``HELP``,
 ``add_arguments(parser)`` and ``run(args)``. A new step is a new module; no shared file changes.
 Only the module of the requested command is imported, so a workflow job does not pay for the
-imports of every other step. :class:`smi.errors.SMIError` is printed as one line (exit 2).
+imports of every other step. :class:`smi.errors.SMIError` and argparse errors are printed as
+one line (exit 2), without the usage block; Ctrl-C is one line too (exit 130).
+
+Before a command runs, the folders of its outputs (the options in :data:`OUTPUT_FILE_OPTIONS`
+and :data:`OUTPUT_FOLDER_OPTIONS`) are checked for writability, so that an unwritable path
+fails at once instead of after the work.
 """
 
 from __future__ import annotations
@@ -17,6 +22,19 @@ from types import ModuleType
 from typing import Sequence
 
 from smi.errors import SMIError
+
+#: Argument destinations that name output files / folders in every sub-command.
+OUTPUT_FILE_OPTIONS: tuple[str, ...] = ("out", "metrics", "grid", "save_student")
+OUTPUT_FOLDER_OPTIONS: tuple[str, ...] = ("out_dir",)
+#: Exit status of an interrupted command (128 + SIGINT, the shell convention).
+INTERRUPTED_STATUS = 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``prog: error: message``), no usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def command_modules() -> dict[str, str]:
@@ -37,7 +55,7 @@ def _load(command: str, module_name: str) -> ModuleType:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every sub-command (imports all of them: used for --help)."""
-    parser = argparse.ArgumentParser(prog="smi", description="Sparse model inversion benchmark suite.")
+    parser = OneLineParser(prog="smi", description="Sparse model inversion benchmark suite.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command, module_name in sorted(command_modules().items()):
         module = _load(command, module_name)
@@ -51,18 +69,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     modules = command_modules()
-    if argv and argv[0] in modules:
-        module = _load(argv[0], modules[argv[0]])
-        parser = argparse.ArgumentParser(prog=f"smi {argv[0]}", description=module.HELP)
-        module.add_arguments(parser)
-        args = parser.parse_args(argv[1:])
-        args.command, run = argv[0], module.run
-    else:
-        args = build_parser().parse_args(argv)
-        run = args._run
+    try:  # argparse exits on --help and on a bad argument; the status is returned like any other
+        if argv and argv[0] in modules:
+            module = _load(argv[0], modules[argv[0]])
+            parser = OneLineParser(prog=f"smi {argv[0]}", description=module.HELP)
+            module.add_arguments(parser)
+            args = parser.parse_args(argv[1:])
+            args.command, run = argv[0], module.run
+        else:
+            args = build_parser().parse_args(argv)
+            run = args._run
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     try:
+        check_outputs(args)
         result = run(args)
     except SMIError as exc:
         print(f"smi {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Outputs are renamed into place only when complete, so an interrupt leaves none half-written.
+        print(f"smi {args.command}: interrupted; nothing was written that is not complete (each output file "
+              "appears only when finished); rerun the step to finish it.", file=sys.stderr)  # fmt: skip
+        return INTERRUPTED_STATUS
     return int(result or 0)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Check that the command's output files and folders can be written (see the module doc)."""
+    from smi.cli._common import check_writable
+
+    def values(names: tuple[str, ...]) -> list[str]:
+        found: list[str] = []
+        for name in names:
+            value = getattr(args, name, None)
+            found += [str(v) for v in value] if isinstance(value, (list, tuple)) else [] if value is None else [str(value)]
+        return found
+
+    check_writable(values(OUTPUT_FILE_OPTIONS), values(OUTPUT_FOLDER_OPTIONS))

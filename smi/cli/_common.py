@@ -1,39 +1,167 @@
-"""Argument helpers shared by the sub-commands."""
+"""Argument helpers shared by the sub-commands.
+
+Numeric options take one of the range-checked ``type=`` functions below, so a bad value is
+one argparse error line naming the option before any work starts.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 
 from smi.errors import SMIError
 
 
-def json_arg(text: str) -> Any:
-    """argparse type: a JSON value (objects for specs and parameters)."""
+#: The most bits a quantizer takes (the config schema's limit too).
+MAX_BITS = 16
+MIN_BITS = 2
+
+
+def json_arg(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object (every JSON option is a spec or a parameter set)."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at position {exc.pos}): {text!r}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object such as '{{\"key\": 1}}', got a JSON {type(value).__name__}: {text!r}"
+        )
+    return value
+
+
+def _number(text: str, kind: type) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in ``[low, high]`` (``high=None``: no upper bound)."""
+
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in some messages
+    return parse
+
+
+def float_range(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number between ``low`` and ``high`` (open or closed ends)."""
+
+    def parse(text: str) -> float:
+        value = float(_number(text, float))
+        too_low = value <= low if low_open else value < low
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            span = f"in {left}{low}, {high}{right}" if high is not None else (f"> {low}" if low_open else f">= {low}")
+            raise argparse.ArgumentTypeError(f"must be a number {span}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+#: The range-checked types of the sub-commands' numeric options.
+positive_int = int_range(1)
+nonneg_int = int_range(0)
+bits_int = int_range(MIN_BITS, MAX_BITS)
+positive_float = float_range(0.0, low_open=True)
+nonneg_float = float_range(0.0)
+open_fraction = float_range(0.0, 1.0, low_open=True, high_open=True)
+unit_fraction = float_range(0.0, 1.0, low_open=True)
+
+
+def check_writable(paths: Iterable[str | os.PathLike[str] | None], folders: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """Raise unless every output can be created, before any work is done.
+
+    The nearest existing folder above each output must accept a new file (probed by creating
+    and removing one: permission bits alone mislead for root and on network file systems).
+
+    Args:
+        paths: Output files (``None`` entries are skipped).
+        folders: Output folders (``None`` entries are skipped).
+
+    Raises:
+        SMIError: For an output that is an existing folder (or, for ``folders``, an existing
+            file), or below a path that is not a writable folder.
+    """
+    targets = [(Path(p), False) for p in paths if p is not None] + [(Path(p), True) for p in folders if p is not None]
+    for path, is_folder in targets:
+        if not is_folder and path.is_dir():
+            raise SMIError(f"output {path} is a folder; give a file path.")
+        if is_folder and path.exists() and not path.is_dir():
+            raise SMIError(f"output folder {path} is an existing file; give a folder path.")
+        base = Path(os.path.abspath(path if is_folder else path.parent))  # abspath: '..' as the job will see it
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        if not base.is_dir():
+            raise SMIError(f"cannot write {path}: {base} is a file, not a folder; choose another output path.")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".smi-write-check.", dir=base)
+        except OSError as exc:
+            raise SMIError(f"cannot write {path}: folder {base} is not writable ({exc.strerror}); choose another "
+                           "output path or fix its permissions.") from None  # fmt: skip
+        os.close(fd)
+        os.unlink(probe)
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``."""
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+
+def add_foreign_set_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allow-foreign-set``: accept an image set made from another teacher (recorded in the metrics)."""
+    parser.add_argument("--allow-foreign-set", action="store_true",
+                        help="accept an image set inverted from another teacher (a deliberate transfer experiment; "
+                             "recorded in the metrics)")  # fmt: skip
 
 
 def resolve_device(args: argparse.Namespace) -> torch.device:
     """Apply ``--threads`` and check that the requested device exists."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = parse_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SMIError(f"device {args.device!r} was requested but CUDA is not available; use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SMIError(f"device {args.device!r} was requested but this machine has {torch.cuda.device_count()} GPU(s); "
+                       "use cuda:0 ... or cuda.")  # fmt: skip
+    return device
+
+
+def parse_device(text: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` as a torch device.
+
+    Raises:
+        SMIError: For anything else.
+    """
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise SMIError(f"unknown device {text!r}; use cpu, cuda or cuda:N.")
     return device
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from tabulate import tabulate
 
-from smi.cli._common import add_device_arguments, resolve_device
+from smi.cli._common import add_device_arguments, nonneg_int, open_fraction, positive_int, resolve_device
 from smi.io import provenance, write_json
 from smi.schedule import StoppingSchedule
 
@@ -16,16 +16,16 @@ HELP = "Time dense inversion and SMI side by side (random weights) and print spe
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="deit_tiny_patch16_224", help="timm ViT name")
-    parser.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--iterations", type=int, default=60, help="iterations of the timed run")
+    parser.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the model's)")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--iterations", type=positive_int, default=60, help="iterations of the timed run")
     parser.add_argument(
-        "--schedule", type=int, nargs="+", default=None,
+        "--schedule", type=nonneg_int, nargs="+", default=None,
         help="stopping iterations of the timed run (default: the paper's 50/100/200/300 of 4000, compressed to --iterations)",
     )
-    parser.add_argument("--ratio", type=float, default=0.3)
-    parser.add_argument("--repeats", type=int, default=1, help="alternating dense/SMI rounds (median reported)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ratio", type=open_fraction, default=0.3)
+    parser.add_argument("--repeats", type=positive_int, default=1, help="alternating dense/SMI rounds (median reported)")
+    parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--out", default=None, help="also write the figures as JSON")
     add_device_arguments(parser)
 
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         schedule = StoppingSchedule.build([50, 100, 200, 300], args.ratio).scaled(args.iterations / PAPER_ITERATIONS_TOTAL)
     else:
         schedule = StoppingSchedule.build(args.schedule, args.ratio)
+    schedule.within(args.iterations)  # before any timed work: a late step is an error, not dropped
     result = run_benchmark(teacher, args.batch_size, args.iterations, schedule, args.repeats, device, args.seed)
     summary = result.summary()
     counts = schedule.kept_counts(result.dense[0].num_patches)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smi.cli._common import nonneg_float, unit_fraction
 from smi.report.defaults import DEFAULT_TARGET_FRACTION
 
 COMMAND = "compare"
@@ -16,11 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("run_a", type=Path, metavar="RUN_A", help="reference run (results/<run> or its summary.csv)")
     parser.add_argument("run_b", type=Path, metavar="RUN_B", help="run compared with RUN_A")
-    parser.add_argument("--atol", type=float, default=0.0, help="absolute tolerance per cell (default %(default)s)")
-    parser.add_argument("--rtol", type=float, default=0.0,
+    parser.add_argument("--atol", type=nonneg_float, default=0.0, help="absolute tolerance per cell (default %(default)s)")
+    parser.add_argument("--rtol", type=nonneg_float, default=0.0,
                         help="relative tolerance per cell, as a fraction of RUN_A's value (default %(default)s)")
     parser.add_argument("--all", action="store_true", help="list equal cells too")
-    parser.add_argument("--target-fraction", type=float, default=DEFAULT_TARGET_FRACTION,
+    parser.add_argument("--target-fraction", type=unit_fraction, default=DEFAULT_TARGET_FRACTION,
                         help="fraction for 'epochs to reach' in the distillation table (default %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="also write every compared cell to this CSV")
 
@@ -30,9 +31,37 @@ def run(args: argparse.Namespace) -> int:
     from smi.io import atomic_path
     from smi.report.compare import Tolerance, compare_runs, format_comparison
 
+    for name, path in (("RUN_A", args.run_a), ("RUN_B", args.run_b)):
+        check_summary_table(name, path)
     diff = compare_runs(args.run_a, args.run_b, Tolerance(args.atol, args.rtol), args.target_fraction)
     print(format_comparison(diff, show_all=args.all))
     if args.out is not None:
         with atomic_path(args.out) as tmp:
             diff.to_csv(tmp, index=False)
     return 0
+
+
+def check_summary_table(name: str, path: Path) -> None:
+    """Raise unless ``path`` is (or is a folder holding) a summary table of ``smi aggregate``.
+
+    Any other CSV would compare as "0 cells" or "every cell only in A", which reads like a result.
+
+    Raises:
+        SMIError: For a missing file, an unreadable CSV, or a CSV without metrics records.
+    """
+    import pandas as pd
+
+    from smi.errors import SMIError
+    from smi.report.aggregate import KINDS, SUMMARY_NAME
+
+    table = path / SUMMARY_NAME if path.is_dir() else path
+    if not table.is_file():
+        raise SMIError(f"{name} {table} does not exist; give a results folder holding {SUMMARY_NAME} "
+                       "(run `smi aggregate` first) or the CSV itself.")  # fmt: skip
+    try:
+        kinds = pd.read_csv(table, usecols=["kind"])["kind"]
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        kinds = None
+    if kinds is None or not kinds.isin(KINDS).any():
+        raise SMIError(f"{name} {table} is not a summary table of `smi aggregate` (no metrics records with a 'kind' "
+                       f"of {', '.join(KINDS)}); give the {SUMMARY_NAME} of a run.")  # fmt: skip

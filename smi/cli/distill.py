@@ -16,12 +16,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from smi.cli._common import add_device_arguments, json_arg, resolve_device
+from smi.cli._common import add_device_arguments, add_foreign_set_argument, json_arg, nonneg_int, positive_float, positive_int, resolve_device
 from smi.cli.quantize import load_split, load_teacher
 from smi.config import config_hash, from_dict, to_dict
 from smi.distill.config import DEFAULT_PROTOCOL, PROTOCOLS, StudentSpec, parse_recipe
 from smi.errors import SMIError
-from smi.imageset import ImageSet
+from smi.imageset import ImageSet, check_teacher_identity
 from smi.io import provenance, read_json, torch_save, write_json
 
 COMMAND = "distill"
@@ -42,14 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student-spec", type=json_arg, default={}, help="StudentSpec as JSON (model, model_kwargs, init, checkpoint, train)")
     parser.add_argument("--student-id", default=None, help="student name used in metrics (default: its model name)")
     parser.add_argument("--recipe", type=json_arg, default={}, help="DistillRecipe as JSON (epochs, batch_size, lr, temperature, augment, ...)")
-    parser.add_argument("--num-images", type=int, default=None, help="images used (overrides the recipe; default: all)")
-    parser.add_argument("--budget-gflops", type=float, default=None, help="equal inversion budget: use as many images as this many GFLOPs buy")
+    parser.add_argument("--num-images", type=positive_int, default=None, help="images used (overrides the recipe; default: all)")
+    parser.add_argument("--budget-gflops", type=positive_float, default=None, help="equal inversion budget: use as many images as this many GFLOPs buy")
     parser.add_argument("--inversion-metrics", default=None, help="the set's inversion metrics JSON (gflops_per_image), needed with --budget-gflops")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--save-student", default=None, help="also write the student's weights (.pt)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_official_arguments(parser)
+    add_foreign_set_argument(parser)
     add_device_arguments(parser)
 
 
@@ -93,12 +94,13 @@ def run(args: argparse.Namespace) -> int:
         recipe = parse_recipe("suite", {**to_dict(recipe), "num_images": args.num_images})
 
     teacher = load_teacher(args.teacher, device)
+    teacher_id = args.teacher_id or Path(args.teacher).stem
+    identity = check_teacher_identity(image_set, teacher, args.image_set, teacher_id, args.allow_foreign_set)
     spec, test_set = load_split(args.dataset_spec, "test", teacher)
     extra_name = CORRELATED_SPLITS.get(spec.name)
     extra = {extra_name: load_split(args.dataset_spec, extra_name, teacher)[1]} if extra_name else {}
     result = distill(teacher, image_set, student_spec, recipe, test_set, args.seed, device, extra, not args.no_progress)
 
-    teacher_id = args.teacher_id or Path(args.teacher).stem
     digest = config_hash(to_dict(student_spec), to_dict(recipe), teacher_id, image_set.metadata.get("config_hash"), args.seed)
     final = result.final
     record: dict[str, Any] = {
@@ -115,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         "num_images": result.num_images,
         "image_set": str(args.image_set),
         "image_sparsity": image_set.sparsity,
+        "set_teacher": identity,
+        "allow_foreign_set": args.allow_foreign_set,
         "final_top1": final["test_top1"],
         "final_top5": final["test_top5"],
         "teacher_top1": result.teacher_accuracy["top1"],

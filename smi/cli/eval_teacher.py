@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from smi.cli._common import add_device_arguments, resolve_device, teacher_dataset_spec
+from smi.cli._common import add_device_arguments, positive_int, resolve_device, teacher_dataset_spec
 from smi.config import config_hash
 from smi.data import load_dataset, num_classes
 from smi.errors import SMIError
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split to evaluate (test; shapes also test_correlated)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--teacher-id", default=None, help="teacher id stored in the metrics (default: file stem)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     add_device_arguments(parser)
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from smi.cli._common import positive_int
 from smi.report.defaults import DEFAULT_GRID_CLASSES
 
 COMMAND = "figures"
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for the figure files")
     parser.add_argument("--image-sets", nargs="+", type=Path, default=None, metavar="PT",
                         help="image-set files (one per method, plus one made by the 'real' method) for image_grid")
-    parser.add_argument("--grid-classes", type=int, default=DEFAULT_GRID_CLASSES,
+    parser.add_argument("--grid-classes", type=positive_int, default=DEFAULT_GRID_CLASSES,
                         help="number of classes (columns) in image_grid (default %(default)s)")
 
 

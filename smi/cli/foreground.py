@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smi.cli._common import add_device_arguments, resolve_device, teacher_dataset_spec
+from smi.cli._common import add_device_arguments, nonneg_int, open_fraction, positive_int, resolve_device, teacher_dataset_spec
 from smi.config import config_hash
 from smi.data import load_dataset
 from smi.errors import SMIError
@@ -25,12 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-spec", default=None,
                         help="dataset spec JSON or .json file (default: the one stored in the teacher)")
     parser.add_argument("--split", default="test", help="split with masks: test or test_correlated")
-    parser.add_argument("--iterations", type=int, nargs="+", default=[1, 2, 3, 4],
+    parser.add_argument("--iterations", type=nonneg_int, nargs="+", default=[1, 2, 3, 4],
                         help="stopping steps (their number matters; real images are not optimised)")
-    parser.add_argument("--ratio", type=float, default=PAPER_RATIO, help="fraction of active patches stopped per step")
-    parser.add_argument("--num-images", type=int, default=None, help="evaluate the first N images (default: all)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random-stopping baseline")
+    parser.add_argument("--ratio", type=open_fraction, default=PAPER_RATIO, help="fraction of active patches stopped per step")
+    parser.add_argument("--num-images", type=positive_int, default=None, help="evaluate the first N images (default: all)")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random-stopping baseline")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--teacher-id", default=None, help="teacher id stored in the metrics (default: file stem)")
     parser.add_argument("--no-progress", action="store_true")

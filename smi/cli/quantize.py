@@ -12,10 +12,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from smi.cli._common import add_device_arguments, json_arg, resolve_device
+from smi.cli._common import add_device_arguments, add_foreign_set_argument, bits_int, json_arg, nonneg_int, positive_int, resolve_device
 from smi.config import config_hash, from_dict, to_dict
 from smi.errors import SMIError
-from smi.imageset import ImageSet
+from smi.imageset import ImageSet, check_teacher_identity
 from smi.io import provenance, write_json
 from smi.quant.config import PAPER_CALIB_SIZE, QuantConfig
 from smi.quant.observers import RANGE_ESTIMATORS
@@ -30,16 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-spec", type=json_arg, required=True, help="teacher's dataset as JSON, e.g. '{\"name\": \"digits\"}'")
     parser.add_argument("--calib-set", required=True, help="calibration image-set file (any method, noise or real)")
     parser.add_argument("--calibration", default=None, help="calibration source name in metrics (default: the set's metadata method)")
-    parser.add_argument("--calib-size", type=int, default=PAPER_CALIB_SIZE, help=f"calibration images (paper: {PAPER_CALIB_SIZE})")
-    parser.add_argument("--w-bits", type=int, default=8, help="weight bits, 2..16")
-    parser.add_argument("--a-bits", type=int, default=8, help="activation bits, 2..16")
+    parser.add_argument("--calib-size", type=positive_int, default=PAPER_CALIB_SIZE, help=f"calibration images (paper: {PAPER_CALIB_SIZE})")
+    parser.add_argument("--w-bits", type=bits_int, default=8, help="weight bits, 2..16")
+    parser.add_argument("--a-bits", type=bits_int, default=8, help="activation bits, 2..16")
     parser.add_argument("--range-estimator", choices=RANGE_ESTIMATORS, default="minmax", help="activation range estimator (paper: minmax)")
     parser.add_argument("--quant-config", type=json_arg, default={}, help="other QuantConfig keys as JSON (percentile, eval_batch_size, ...)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
+    parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the calibration subset")
     parser.add_argument("--bits", nargs="+", default=None, metavar="W/A",
                         help="several weight/activation bit pairs, e.g. 4/8 8/8 (replaces --w-bits/--a-bits; one --out each)")
     parser.add_argument("--out", required=True, nargs="+", help="metrics JSON to write (one per --bits pair)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_foreign_set_argument(parser)
     add_device_arguments(parser)
 
 
@@ -60,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     calibration = args.calibration or calib_set.metadata.get("method")
     if not calibration:
         raise SMIError(f"{args.calib_set} has no metadata 'method'; name the calibration source with --calibration.")
-    spec, test_set = load_split(args.dataset_spec, "test", teacher)
     teacher_id = args.teacher_id or Path(args.teacher).stem
+    identity = check_teacher_identity(calib_set, teacher, args.calib_set, teacher_id, args.allow_foreign_set)
+    spec, test_set = load_split(args.dataset_spec, "test", teacher)
     progress = not args.no_progress
     fp = fp_evaluation(teacher, test_set, configs[0].eval_batch_size, device, progress)  # once for all bit-widths
     for config, out in zip(configs, args.out):
@@ -75,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             "calibration": calibration,
             "seed": args.seed,
             "image_set": str(args.calib_set),
+            "set_teacher": identity,
+            "allow_foreign_set": args.allow_foreign_set,
             **result,
             "provenance": provenance(device, args.seed, digest),
         }

@@ -12,6 +12,10 @@ The command writes to a temporary path (its ``{out}``), never to ``--out`` itsel
 or invalid run leaves no file that the workflow would take as finished. FLOPs are unknown
 unless the external method records ``flops_total`` in its metadata; memory is not measured.
 ``keep_masks`` may be left out of the file by a dense method (every patch is then kept).
+
+The command is stopped (with every process it started) after ``--timeout`` seconds, 24 hours by
+default, so a hung method cannot hang the workflow. A file whose metadata records another
+teacher's fingerprint is refused unless ``--allow-foreign-set``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import string
 import subprocess
 import sys
@@ -29,11 +34,14 @@ from typing import Any
 
 import torch
 
+from smi.cli._common import add_foreign_set_argument, nonneg_int, positive_float, positive_int
 from smi.config import config_hash
 from smi.errors import SMIError
 
 COMMAND = "run-external"
 HELP = "Run an external inversion command that writes an image-set file, validate it and record its cost."
+#: Default wall-clock limit of the command: generous, but a hung method does not hang the workflow.
+DEFAULT_TIMEOUT_S = 24 * 3600.0
 
 #: Placeholders a command template may use, and what they stand for.
 PLACEHOLDERS: dict[str, str] = {
@@ -60,12 +68,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
     parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: model name)")
-    parser.add_argument("--num-images", type=int, required=True, help="images the command must produce")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-images", type=positive_int, required=True, help="images the command must produce")
+    parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--out", required=True, help="image-set file to write (.pt)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--grid", default=None, help="PNG grid of the images to write")
     parser.add_argument("--device", default="cpu", help="device handed to the command as {device} and recorded in provenance")
+    parser.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S,
+                        help="seconds after which the command is stopped and the step fails (default: %(default)g, 24 h)")
+    add_foreign_set_argument(parser)
 
 
 def render_command(template: str, values: dict[str, Any]) -> str:
@@ -149,13 +160,12 @@ def validate(image_set: Any, teacher: Any, grid_size: tuple[int, int], num_image
 
 
 def run(args: argparse.Namespace) -> int:
+    from smi.imageset import check_teacher_identity
     from smi.io import provenance, write_json
     from smi.sparse_vit import TokenSubsetViT
     from smi.synthesize import teacher_description
     from smi.teachers import load_teacher
 
-    if args.num_images < 1:
-        raise SMIError(f"--num-images must be >= 1, got {args.num_images}.")
     teacher = load_teacher(args.teacher, device="cpu")
     vit = TokenSubsetViT(teacher.model)
     out = Path(args.out)
@@ -170,22 +180,24 @@ def run(args: argparse.Namespace) -> int:
         "device": args.device, "python": sys.executable,
     }  # fmt: skip
     command = render_command(args.template, values)
+    teacher_id = args.teacher_id or teacher.model_name
     try:
         start = time.perf_counter()
-        completed = subprocess.run(command, shell=True, check=False)
+        returncode = run_command(command, args.name, args.timeout)
         wall = time.perf_counter() - start
-        if completed.returncode != 0:
-            raise SMIError(f"external method {args.name!r} failed with exit status {completed.returncode}: {command}")
+        if returncode != 0:
+            raise SMIError(f"external method {args.name!r} failed with exit status {returncode}: {command}")
         if not raw.is_file():
             raise SMIError(f"external method {args.name!r} exited without writing the image-set file its {{out}} names: {command}")
         produced_set = load_external(raw, vit.grid_size)
+        identity = check_teacher_identity(produced_set, teacher, "written by the external command", teacher_id,
+                                          args.allow_foreign_set)  # fmt: skip
         produced = len(produced_set)
         image_set = validate(produced_set, teacher, vit.grid_size, args.num_images)
     finally:
         if raw.exists():
             raw.unlink()
 
-    teacher_id = args.teacher_id or teacher.model_name
     chash = config_hash({"method": args.name, "command": args.template}, teacher.model_name, teacher.dataset, args.num_images)
     external = dict(image_set.metadata)
     suite = {
@@ -216,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
         "method": args.name,
         "method_params": {"command": args.template},
         "external": True,
+        "set_teacher": identity,
+        "allow_foreign_set": args.allow_foreign_set,
         "device": args.device,  # what the command was told; provenance names this process's device
         "num_images": produced,
         "batch_size": None,
@@ -242,6 +256,40 @@ def run(args: argparse.Namespace) -> int:
         save_grid(image_set.images, args.grid)
     print(f"{args.name}: {len(image_set)} images, {wall / produced:.3f} s/image (external command wall time)")
     return 0
+
+
+def run_command(command: str, name: str, timeout_s: float) -> int:
+    """Run ``command`` in a shell; stop it and everything it started after ``timeout_s`` seconds.
+
+    The command gets its own process group, so that stopping the shell also stops the method it
+    launched (a plain ``subprocess.run`` timeout would leave that running).
+
+    Returns:
+        The command's exit status.
+
+    Raises:
+        SMIError: When the timeout is hit.
+    """
+    process = subprocess.Popen(command, shell=True, start_new_session=True)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _stop(process)
+        raise SMIError(
+            f"external method {name!r} did not finish within {timeout_s:g} s and was stopped; raise --timeout "
+            f"(the method's 'timeout_s' in the config) if it needs longer: {command}"
+        ) from None
+    except BaseException:  # Ctrl-C: the own process group does not get the terminal's signal
+        _stop(process)
+        raise
+
+
+def _stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def _device_known(device: str) -> bool:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from smi.cli._common import unit_fraction
 from smi.report.defaults import DEFAULT_TARGET_FRACTION
 
 COMMAND = "tables"
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", type=Path, required=True,
                         help="summary.csv written by `smi aggregate` (its curves.csv is read from the same folder)")
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for the table files")
-    parser.add_argument("--target-fraction", type=float, default=DEFAULT_TARGET_FRACTION,
+    parser.add_argument("--target-fraction", type=unit_fraction, default=DEFAULT_TARGET_FRACTION,
                         help="fraction of the dense student's final top-1 for 'epochs to reach' (default %(default)s)")
 
 

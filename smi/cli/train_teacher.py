@@ -11,7 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from smi.cli._common import add_device_arguments, resolve_device, spec_arg
+from smi.cli._common import add_device_arguments, nonneg_int, resolve_device, spec_arg
 from smi.config import config_hash
 from smi.data import DatasetSpec
 from smi.io import provenance, write_json
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="teacher file to write (.pt)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--teacher-id", default=None, help="teacher id stored in the metrics (default: file stem)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonneg_int, default=0)
     add_device_arguments(parser)
     parser.add_argument("--force", action="store_true", help="rebuild even if both outputs exist")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

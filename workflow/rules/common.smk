@@ -1,10 +1,14 @@
 # Shared helpers: config lookups, cross-reference checks, JSON arguments and target lists.
 
 import json
+import os
 import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
+
+from smi.errors import SMIError
+from smi.validate import check_workflow_config, exit_config_error, jobs_run_here, machine_checks_enabled
 
 RUN = config["run"]
 R = f"results/{RUN}"
@@ -145,7 +149,23 @@ def all_metrics():
     return teacher_metrics() + inversion_metrics() + quant_metrics() + distill_metrics() + foreground_metrics()
 
 
-_check_config()
+def _validate():
+    """Cross-references, then everything checkable from the config (smi.validate), before any job runs.
+
+    The CUDA check runs only when the jobs run on this machine (smi.validate.jobs_run_here): a
+    cluster login node has no GPU. SMI_SKIP_MACHINE_CHECKS=1 skips the checks of this machine (dataset
+    folders, weights files, CUDA) to plan a run for another one. Jobs re-parsing this file on a cluster node skip the checks.
+    """
+    _check_config()
+    if workflow.is_main_process:
+        check_workflow_config(config, workflow.basedir, jobs_run_here(sys.argv, os.environ),
+                              machine_checks_enabled(os.environ))
+
+
+try:
+    _validate()
+except (WorkflowError, SMIError) as exc:
+    exit_config_error(exc)
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_.-]+",

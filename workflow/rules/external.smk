@@ -24,6 +24,7 @@ rule invert_external:
     params:
         command=lambda w: shlex.quote(external_command(w.method)),
         num_images=num_images,
+        timeout=lambda w: f"--timeout {EXTERNAL[w.method]['timeout_s']}" if "timeout_s" in EXTERNAL[w.method] else "",
     log:
         f"{R}/logs/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.log",
     threads: THREADS
@@ -35,4 +36,4 @@ rule invert_external:
         "{SMI} run-external --name {wildcards.method} --command {params.command}"
         " --teacher {input.teacher} --teacher-id {wildcards.teacher} --num-images {params.num_images}"
         " --seed {wildcards.seed} --out {output.images} --metrics {output.metrics} --grid {output.grid}"
-        " > {log} 2>&1"
+        " {params.timeout} > {log} 2>&1"

@@ -1,0 +1,40 @@
+"""``smi check-config``: the workflow's config checks on a YAML file, with YAML errors by line.
+
+Runs what ``snakemake -n`` runs before building the DAG (the schema, the cross-references and
+:mod:`smi.validate`), without Snakemake. Snakemake reports a YAML syntax error in a
+``--configfile`` without its line; this command names the line and column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+COMMAND = "check-config"
+HELP = "Check a workflow config file as `snakemake -n` does (schema, datasets, models, methods, ...); YAML errors by line."
+#: The workflow folder: the schema and {repo} of external commands are found there.
+REPO = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the command's options."""
+    parser.add_argument("config", type=Path, metavar="CONFIG", help="workflow config file (YAML or JSON)")
+    parser.add_argument("--local", action=argparse.BooleanOptionalAction, default=True,
+                        help="the jobs will run on this machine: check that a cuda device exists (default: yes)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check and print one line."""
+    from snakemake.utils import validate as fill_defaults
+
+    from smi.validate import SCHEMA_PATH, check_schema, check_workflow_config, load_config_file, machine_checks_enabled
+
+    config = load_config_file(args.config)
+    schema = REPO / SCHEMA_PATH
+    check_schema(config, schema)
+    fill_defaults(config, str(schema))  # the defaults the workflow fills in before its checks
+    check_workflow_config(config, REPO, args.local, machine_checks_enabled(os.environ))
+    print(f"{args.config}: no problem found", file=sys.stderr)
+    return 0
