@@ -376,10 +376,10 @@ def _check_teacher(teacher_id: str, entry: Mapping[str, Any], recipe_override: M
 
 def _check_distillation(section: Mapping[str, Any], teacher_kwargs: Mapping[str, Any], check_machine: bool) -> None:
     from smi.config import from_dict
-    from smi.distill.config import DistillRecipe, StudentSpec
+    from smi.distill.config import DEFAULT_PROTOCOL, StudentSpec, parse_recipe
 
     try:
-        from_dict(DistillRecipe, section.get("recipe", {}), "the distillation recipe")
+        parse_recipe(section.get("protocol", DEFAULT_PROTOCOL), section.get("recipe", {}))
     except SMIError as exc:
         raise _at("distillation.recipe", exc) from None
     for student_id, values in section.get("students", {}).items():
