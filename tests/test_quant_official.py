@@ -337,3 +337,30 @@ def test_cli_protocol_and_two_estimators(tmp_path, monkeypatch) -> None:
     assert all(r["protocol"] == "official" and r["num_act_quantizers"] == 5 + 10 + 2 for r in records)
     assert records[0]["fp_top1"] == records[1]["fp_top1"]
     assert main(argv[:-4] + ["--out", str(outs[0]), "--no-progress"]) == 2  # one output for two estimators
+
+
+# ---------------------------------------------------------------------------- quantization table
+def test_quantization_table_has_min_max_and_mse_rows() -> None:
+    from smi.report.aggregate import aggregate
+    from smi.report.render import render_markdown
+    from smi.report.tables import quantization_table
+
+    def record(calibration: str, estimator: str, seed: int, top1: float) -> dict:
+        return {"kind": "quantization", "dataset": "digits", "teacher": "vit-t", "calibration": calibration,
+                "seed": seed, "w_bits": 4, "a_bits": 4, "range_estimator": estimator, "protocol": "official",
+                "calib_size": 32, "top1": top1, "fp_top1": 90.0}  # fmt: skip
+
+    records = [record("noise", "minmax", 0, 70.0), record("smi", "minmax", 0, 60.0), record("real", "minmax", 0, 80.0),
+               record("noise", "mse", 0, 72.0), record("smi", "mse", 0, 75.0), record("real", "mse", 0, 85.0),
+               record("smi", "mse", 1, 77.0)]  # fmt: skip
+    table = quantization_table(aggregate([(f"r{i}", r) for i, r in enumerate(records)]).summary)
+    text = render_markdown(table)
+    rows = [[p.strip() for p in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")][2:]
+    assert [r[:2] for r in rows] == [["", "FP (reference)"], ["min/max", "Noise"], ["min/max", "Real data"],
+                                     ["min/max", "SMI"], ["MSE", "Noise"], ["MSE", "Real data"], ["MSE", "SMI"]]  # fmt: skip
+    by_row = {tuple(r[:2]): r[2] for r in rows}
+    assert by_row[("", "FP (reference)")] == "90.00"
+    assert by_row[("min/max", "Noise")] == "**70.00**"  # best data-free source within the min/max block
+    assert by_row[("MSE", "SMI")] == "**76.00 ± 1.41**"  # and within the MSE block
+    assert by_row[("MSE", "Real data")] == "85.00"  # a reference, never bold
+    assert "Protocol: official." in text
