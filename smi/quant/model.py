@@ -1,4 +1,7 @@
-"""A fake-quantized copy of a timm ViT that runs on token subsets (PSAQ-ViT protocol).
+"""A fake-quantized copy of a timm ViT that runs on token subsets (the ``suite`` PTQ protocol).
+
+The scheme follows PSAQ-ViT (Li et al., ECCV 2022) but not its exact quantizer; the
+``official`` protocol is :mod:`smi.quant.official` (docs/protocols.md lists the differences).
 
 :func:`quantize_vit` deep-copies the model and swaps module instances in the copy - every
 timm ``Attention`` becomes a :class:`~smi.quant.modules.QuantAttention`, every other

@@ -1,4 +1,4 @@
-"""Quantizing replacements of timm ViT modules (PSAQ-ViT protocol, Li et al., ECCV 2022).
+"""Quantizing replacements of timm ViT modules (the ``suite`` protocol, after PSAQ-ViT, Li et al., ECCV 2022).
 
 - :class:`ActQuantizer`: a per-tensor asymmetric activation quantizer with three modes:
   ``off`` (identity), ``observe`` (identity while a :class:`RangeObserver` records the values)
@@ -7,7 +7,8 @@
   quantization and activation quantizers on its input and output.
 - :class:`QuantAttention`: timm's ``Attention`` with the two matmuls written out, so their
   inputs (q, k, softmax probabilities, v) and the attention scores are quantized. LayerNorm,
-  softmax and GELU stay in floating point, as in PSAQ-ViT's fake-quantized evaluation.
+  softmax and GELU stay in floating point, as in PSAQ-ViT's fake-quantized evaluation;
+- :class:`OfficialActQuantizer`: PSAQ-ViT's own ``QuantAct`` arithmetic, for :mod:`smi.quant.official`.
 
 These modules are swapped into a deep copy of the model (see :mod:`smi.quant.model`); timm's
 classes and methods are never modified.

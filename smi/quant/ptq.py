@@ -1,7 +1,8 @@
 """Post-training quantization of a teacher, calibrated on an image set, scored on real data.
 
-The data-free PTQ protocol of PSAQ-ViT (Li et al., ECCV 2022) as used by Sparse Model
-Inversion (Hu et al., ICML 2024): quantize the teacher (see :mod:`smi.quant.model`),
+Data-free PTQ after PSAQ-ViT (Li et al., ECCV 2022) as used by Sparse Model Inversion (Hu et
+al., ICML 2024), under the ``suite`` or the ``official`` protocol (``QuantConfig.protocol``;
+docs/protocols.md): quantize the teacher (see :mod:`smi.quant.model`),
 calibrate the activation ranges on a few (paper: 32) images of a calibration source - an
 inversion method's synthetic images, Gaussian noise, or real training images as the upper
 reference - and report the quantized model's top-1 / top-5 on the real test split next to the
