@@ -137,7 +137,10 @@ class OfficialQuantViT(TokenSubsetViT):
         weight = official_quantize_weight(layer.weight, self.w_bits) if self.weights_quantized else layer.weight
         return F.linear(x, weight, layer.bias)
 
-    def forward_patches(self, patch_pixels, positions, return_cls_attention=False) -> TokenForward:  # type: ignore[override]
+    def forward_patches(  # type: ignore[override]
+        self, patch_pixels: torch.Tensor, positions: torch.Tensor, return_cls_attention: bool = False
+    ) -> TokenForward:
+        """Not available: the official embedding quantizers see whole images (use :meth:`forward`)."""
         raise SMIError(
             "the official quantized model embeds whole images (its embedding quantizers see every patch); "
             "call it with images and keep positions."
@@ -214,7 +217,8 @@ def check_official_layout(model: nn.Module) -> None:
     }
     for i, block in enumerate(model.blocks):
         attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
-        if not all(hasattr(attn, a) for a in ("qkv", "proj", "num_heads", "scale")) or getattr(attn, "gate", None) is not None:
+        standard = all(hasattr(attn, a) for a in ("qkv", "proj", "num_heads", "scale"))
+        if not standard or getattr(attn, "gate", None) is not None:
             problems.append(f"block {i} needs timm's standard attention")
             continue
         if not all(hasattr(mlp, a) for a in ("fc1", "act", "fc2")):
