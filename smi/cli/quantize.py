@@ -2,8 +2,11 @@
 
 Writes one metrics JSON (kind ``quantization``) per bit-width pair with the quantized and
 floating-point accuracy on the real test split, the bits, calibration source and size, and
-provenance. ``--bits 4/8 8/8 --out a.json b.json`` runs several bit-widths in one process, so a
-workflow pays the start-up (imports, dataset) once per calibration set.
+provenance. ``--bits 4/8 8/8 --range-estimator minmax mse --out a b c d`` runs every bit-width
+and range estimator in one process (outputs bits-major: 4/8 minmax, 4/8 mse, 8/8 minmax, ...),
+so a workflow pays the start-up (imports, dataset, the full-precision evaluation) once per
+calibration set. ``--protocol official`` uses the official PSAQ-ViT / SMI quantizer
+(docs/protocols.md).
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from smi.config import config_hash, from_dict, to_dict
 from smi.errors import SMIError
 from smi.imageset import ImageSet, check_teacher_identity
 from smi.io import provenance, write_json
-from smi.quant.config import PAPER_CALIB_SIZE, QuantConfig
+from smi.quant.config import DEFAULT_PROTOCOL, PAPER_CALIB_SIZE, PROTOCOLS, QuantConfig
 from smi.quant.observers import RANGE_ESTIMATORS
 
 COMMAND = "quantize"
-HELP = "Quantize a teacher (PSAQ-ViT protocol) calibrated on an image set; evaluate on the real test split."
+HELP = "Quantize a teacher calibrated on an image set (suite or official PSAQ-ViT protocol); evaluate on the real test split."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,12 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-size", type=positive_int, default=PAPER_CALIB_SIZE, help=f"calibration images (paper: {PAPER_CALIB_SIZE})")
     parser.add_argument("--w-bits", type=bits_int, default=8, help="weight bits, 2..16")
     parser.add_argument("--a-bits", type=bits_int, default=8, help="activation bits, 2..16")
-    parser.add_argument("--range-estimator", choices=RANGE_ESTIMATORS, default="minmax", help="activation range estimator (paper: minmax)")
+    parser.add_argument("--range-estimator", choices=RANGE_ESTIMATORS, nargs="+", default=["minmax"],
+                        help="activation range estimator(s) (paper: minmax); several write one --out each")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                        help="official: the official PSAQ-ViT / SMI quantizer; suite: the suite's own (docs/protocols.md)")
     parser.add_argument("--quant-config", type=json_arg, default={}, help="other QuantConfig keys as JSON (percentile, eval_batch_size, ...)")
     parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the calibration subset")
     parser.add_argument("--bits", nargs="+", default=None, metavar="W/A",
                         help="several weight/activation bit pairs, e.g. 4/8 8/8 (replaces --w-bits/--a-bits; one --out each)")
-    parser.add_argument("--out", required=True, nargs="+", help="metrics JSON to write (one per --bits pair)")
+    parser.add_argument("--out", required=True, nargs="+", help="metrics JSON to write (one per bits pair and estimator, bits-major)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_foreign_set_argument(parser)
     add_device_arguments(parser)
@@ -49,13 +55,19 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args)
     pairs = parse_bits(args.bits) if args.bits else [(args.w_bits, args.a_bits)]
-    if len(args.out) != len(pairs):
-        raise SMIError(f"got {len(args.out)} --out path(s) for {len(pairs)} bit-width pair(s); give one output per pair.")
+    estimators = list(dict.fromkeys(args.range_estimator))
+    if len(args.out) != len(pairs) * len(estimators):
+        raise SMIError(
+            f"got {len(args.out)} --out path(s) for {len(pairs)} bit-width pair(s) x {len(estimators)} range "
+            "estimator(s); give one output per pair and estimator, bits-major."
+        )
     configs = []
     for w_bits, a_bits in pairs:
-        values = dict(args.quant_config)
-        values.update(w_bits=w_bits, a_bits=a_bits, range_estimator=args.range_estimator, calib_size=args.calib_size)
-        configs.append(from_dict(QuantConfig, values, "the quantization config"))
+        for estimator in estimators:
+            values = dict(args.quant_config)
+            values.update(w_bits=w_bits, a_bits=a_bits, range_estimator=estimator, calib_size=args.calib_size,
+                          protocol=args.protocol)
+            configs.append(from_dict(QuantConfig, values, "the quantization config"))
     teacher = load_teacher(args.teacher, device)
     calib_set = ImageSet.load(args.calib_set)
     calibration = args.calibration or calib_set.metadata.get("method")
@@ -84,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         }
         write_json(out, record)
         print(
-            f"W{config.w_bits}/A{config.a_bits} calibrated on {result['calib_size']} '{calibration}' images: "
+            f"W{config.w_bits}/A{config.a_bits} ({config.protocol}, {config.range_estimator}) calibrated on "
+            f"{result['calib_size']} '{calibration}' images: "
             f"top-1 {result['top1']:.2f} (FP {result['fp_top1']:.2f}) -> {out}"
         )
     return 0

@@ -16,6 +16,8 @@ from tqdm import tqdm
 from smi.errors import SMIError
 from smi.imageset import ImageSet
 from smi.quant.model import QuantViT
+from smi.quant.official import OfficialQuantViT
+from smi.quant.preprocess import is_synthetic_source, official_calibration_inputs
 
 
 def select_images(image_set: ImageSet, count: int, seed: int) -> ImageSet:
@@ -40,7 +42,7 @@ def select_images(image_set: ImageSet, count: int, seed: int) -> ImageSet:
 
 @torch.no_grad()
 def calibrate(
-    qmodel: QuantViT,
+    qmodel: QuantViT | OfficialQuantViT,
     image_set: ImageSet,
     normalize: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
@@ -48,6 +50,11 @@ def calibrate(
     progress: bool = True,
 ) -> None:
     """Observe activations on ``image_set`` and fix every activation quantizer's range.
+
+    The ``suite`` model observes with its weights quantized and normalises the stored images.
+    The ``official`` model (:class:`~smi.quant.official.OfficialQuantViT`) observes with
+    full-precision weights and quantizes them afterwards, and sees inverted images the way the
+    official scripts feed them (uint8 round-trip, ``keep_zero``; :mod:`smi.quant.preprocess`).
 
     Args:
         qmodel: A quantized model from :func:`smi.quant.model.quantize_vit`.
@@ -62,6 +69,8 @@ def calibrate(
     """
     if len(image_set) == 0:
         raise SMIError("the calibration image set is empty; generate a non-empty set first.")
+    official = isinstance(qmodel, OfficialQuantViT)
+    synthetic = is_synthetic_source(image_set.metadata) if official else False
     qmodel.eval()
     qmodel.set_mode("observe")
     try:
@@ -69,7 +78,11 @@ def calibrate(
         for start in tqdm(starts, desc="calibrate", leave=False, disable=not progress):
             images = image_set.images[start : start + batch_size].to(device)
             masks = image_set.keep_masks[start : start + batch_size].to(device)
-            qmodel.forward_masked(normalize(images), masks)
+            if official:
+                inputs = official_calibration_inputs(images, masks, normalize, qmodel.patch_size, synthetic)
+            else:
+                inputs = normalize(images)
+            qmodel.forward_masked(inputs, masks)
     except BaseException:
         qmodel.set_mode("off")
         raise

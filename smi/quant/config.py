@@ -10,6 +10,10 @@ from smi.quant.observers import RANGE_ESTIMATORS
 
 # PSAQ-ViT and SMI calibrate on 32 images.
 PAPER_CALIB_SIZE = 32
+#: ``official``: the quantizer of the official PSAQ-ViT / SMI code; ``suite``: the suite's own
+#: (docs/protocols.md lists every difference).
+PROTOCOLS: tuple[str, ...] = ("official", "suite")
+DEFAULT_PROTOCOL = "suite"
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,8 @@ class QuantConfig:
         calib_size: Number of calibration images drawn (seeded) from the calibration set.
         calib_batch_size: Images per calibration forward (ranges do not depend on it).
         eval_batch_size: Images per forward when evaluating on the test split.
+        protocol: ``suite`` (default) or ``official`` (the official code's quantization points,
+            grids, calibration order and image preprocessing; see :mod:`smi.quant.official`).
     """
 
     w_bits: int = 8
@@ -33,8 +39,11 @@ class QuantConfig:
     calib_size: int = PAPER_CALIB_SIZE
     calib_batch_size: int = 32
     eval_batch_size: int = 256
+    protocol: str = DEFAULT_PROTOCOL
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise SMIError(f"unknown quantization protocol {self.protocol!r}; choose one of {list(PROTOCOLS)}.")
         object.__setattr__(self, "w_bits", check_bits(self.w_bits, "w_bits"))
         object.__setattr__(self, "a_bits", check_bits(self.a_bits, "a_bits"))
         if self.range_estimator not in RANGE_ESTIMATORS:

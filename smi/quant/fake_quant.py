@@ -1,10 +1,11 @@
 """Uniform fake quantization with a straight-through gradient.
 
-The PTQ protocol of the data-free ViT quantization literature (PSAQ-ViT, Li et al., ECCV
-2022, the framework Sparse Model Inversion reuses) quantizes weights per output channel with
-a symmetric min/max range and activations per tensor with an asymmetric range calibrated on
-a few images. This module holds the arithmetic only: integer grids, scale / zero-point
-computation and the fake-quantize map.
+The data-free ViT quantization literature (PSAQ-ViT, Li et al., ECCV 2022, the framework
+Sparse Model Inversion reuses) quantizes weights per output channel with a symmetric min/max
+range and activations per tensor with an asymmetric range calibrated on a few images. This
+module holds the ``suite`` protocol's arithmetic only: integer grids, scale / zero-point
+computation and the fake-quantize map (the official code's grids differ; see
+:mod:`smi.quant.official_grid`).
 
 The map follows torch's ``fake_quantize_per_{tensor,channel}_affine`` exactly
 (``(clamp(round(x * (1 / s)) + z, qmin, qmax) - z) * s`` with round-half-to-even), so a

@@ -1,4 +1,7 @@
-"""A fake-quantized copy of a timm ViT that runs on token subsets (PSAQ-ViT protocol).
+"""A fake-quantized copy of a timm ViT that runs on token subsets (the ``suite`` PTQ protocol).
+
+The scheme follows PSAQ-ViT (Li et al., ECCV 2022) but not its exact quantizer; the
+``official`` protocol is :mod:`smi.quant.official` (docs/protocols.md lists the differences).
 
 :func:`quantize_vit` deep-copies the model and swaps module instances in the copy - every
 timm ``Attention`` becomes a :class:`~smi.quant.modules.QuantAttention`, every other
@@ -28,6 +31,7 @@ from smi.errors import SMIError
 from smi.quant.config import QuantConfig
 from smi.quant.fake_quant import quantize_weight_per_channel
 from smi.quant.modules import ActFactory, ActQuantizer, Mode, QuantAttention, QuantLinear
+from smi.quant.official import OfficialQuantViT, quantize_vit_official
 from smi.sparse_vit import TokenSubsetViT, check_vit
 
 
@@ -82,8 +86,12 @@ class QuantViT(TokenSubsetViT):
         return self.forward(images).logits
 
 
-def quantize_vit(model: nn.Module, config: QuantConfig) -> QuantViT:
+def quantize_vit(model: nn.Module, config: QuantConfig) -> QuantViT | OfficialQuantViT:
     """Build a fake-quantized copy of a timm ViT; the original model is left untouched.
+
+    With ``config.protocol == "official"`` this is the official quantized DeiT
+    (:func:`smi.quant.official.quantize_vit_official`); the rest of this docstring describes
+    the ``suite`` model.
 
     Weights are quantized at once (per output channel, symmetric min/max, ``config.w_bits``);
     activation quantizers (``config.a_bits``) start ``off`` and are calibrated with
@@ -99,6 +107,8 @@ def quantize_vit(model: nn.Module, config: QuantConfig) -> QuantViT:
     Raises:
         SMIError: If the model is not a supported timm ViT.
     """
+    if config.protocol == "official":
+        return quantize_vit_official(model, config)
     check_vit(model)
     qmodel = copy.deepcopy(model).eval()
     act = ActFactory(config.a_bits, config.range_estimator, config.percentile)

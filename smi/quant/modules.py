@@ -1,4 +1,4 @@
-"""Quantizing replacements of timm ViT modules (PSAQ-ViT protocol, Li et al., ECCV 2022).
+"""Quantizing replacements of timm ViT modules (the ``suite`` protocol, after PSAQ-ViT, Li et al., ECCV 2022).
 
 - :class:`ActQuantizer`: a per-tensor asymmetric activation quantizer with three modes:
   ``off`` (identity), ``observe`` (identity while a :class:`RangeObserver` records the values)
@@ -7,7 +7,8 @@
   quantization and activation quantizers on its input and output.
 - :class:`QuantAttention`: timm's ``Attention`` with the two matmuls written out, so their
   inputs (q, k, softmax probabilities, v) and the attention scores are quantized. LayerNorm,
-  softmax and GELU stay in floating point, as in PSAQ-ViT's fake-quantized evaluation.
+  softmax and GELU stay in floating point, as in PSAQ-ViT's fake-quantized evaluation;
+- :class:`OfficialActQuantizer`: PSAQ-ViT's own ``QuantAct`` arithmetic, for :mod:`smi.quant.official`.
 
 These modules are swapped into a deep copy of the model (see :mod:`smi.quant.model`); timm's
 classes and methods are never modified.
@@ -24,7 +25,8 @@ from torch import nn
 
 from smi.errors import SMIError
 from smi.quant.fake_quant import IntGrid, asymmetric_qparams, fake_quantize, quantize_weight_per_channel
-from smi.quant.observers import RangeObserver
+from smi.quant.official_grid import official_act_qparams, official_fake_quantize
+from smi.quant.observers import OfficialRangeObserver, RangeObserver
 
 Mode = Literal["off", "observe", "quantize"]
 
@@ -69,6 +71,42 @@ class ActQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, estimator={self.observer.estimator}, mode={self.mode}"
+
+
+class OfficialActQuantizer(ActQuantizer):
+    """PSAQ-ViT's ``QuantAct``: per-tensor asymmetric, with the official arithmetic and running range.
+
+    See :mod:`smi.quant.official_grid` for how it differs from :class:`ActQuantizer` (no widening
+    of the range to contain zero, zero point added before rounding, true division).
+    """
+
+    def __init__(self, bits: int, estimator: str = "minmax", percentile: float = 99.99) -> None:
+        super().__init__(bits, estimator, percentile)
+        self.observer = OfficialRangeObserver(estimator, percentile)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "observe":
+            self.observer.observe(x)
+            return x
+        if self.mode == "quantize":
+            return official_fake_quantize(x, self.scale, self.zero_point, self.bits)
+        return x
+
+    def finalize(self) -> None:
+        """Turn the observed statistics into the official scale and zero point."""
+        lo, hi = self.observer.range(self.grid, self._quantize_with_range)
+        scale, zero_point = official_act_qparams(lo, hi, self.bits)
+        self.scale.copy_(scale)
+        self.zero_point.copy_(zero_point)
+
+    def _quantize_with_range(self, values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        scale, zero_point = official_act_qparams(lo, hi, self.bits)
+        return official_fake_quantize(values, scale, zero_point, self.bits)
+
+    def quantization_range(self) -> tuple[float, float]:
+        """The interval the quantizer represents (may exclude zero; see the module docstring)."""
+        scale, zero_point = float(self.scale), float(self.zero_point)
+        return (0 - zero_point) * scale, (self.grid.qmax - zero_point) * scale
 
 
 class QuantLinear(nn.Module):

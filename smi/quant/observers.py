@@ -16,12 +16,16 @@ every other value, and so on), so the memory stays bounded on large models.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from smi.errors import SMIError
 from smi.quant.fake_quant import IntGrid, asymmetric_qparams, fake_quantize
 
 RANGE_ESTIMATORS: tuple[str, ...] = ("minmax", "percentile", "mse")
+#: ``fake_quantize(values, lo, hi)``: the values quantized with the range [lo, hi] (MSE search).
+RangeQuantizer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # Values kept per quantization point for the percentile / MSE estimators (2^18 floats = 1 MiB).
 SAMPLE_CAPACITY = 2**18
 # Clipping factors searched by the MSE estimator: a in (MSE_MIN_FRACTION, 1], MSE_STEPS points.
@@ -54,12 +58,14 @@ class RangeObserver:
         flat = x.detach().float().reshape(-1)
         if flat.numel() == 0:
             return
-        lo, hi = flat.min(), flat.max()
-        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
-        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+        self._update_min_max(flat.min(), flat.max())
         self.count += flat.numel()
         if self.estimator != "minmax":
             self._keep(flat)
+
+    def _update_min_max(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
 
     def _keep(self, flat: torch.Tensor) -> None:
         """Append a strided subsample of ``flat``; halve the buffer whenever it overflows."""
@@ -69,8 +75,13 @@ class RangeObserver:
             self._sample = self._sample[::2]
             self._stride *= 2
 
-    def range(self, grid: IntGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    def range(self, grid: IntGrid, quantizer: RangeQuantizer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The estimated range ``(lo, hi)`` for quantization onto ``grid``.
+
+        Args:
+            grid: The activation grid (the suite's asymmetric arithmetic).
+            quantizer: Replaces the suite's arithmetic in the MSE search (the official protocol
+                passes its own map); ``grid`` is then unused.
 
         Raises:
             SMIError: If no activation was observed.
@@ -88,17 +99,46 @@ class RangeObserver:
             q = torch.tensor([100.0 - self.percentile, self.percentile], device=sample.device) / 100.0
             lo, hi = torch.quantile(sample, q)
             return lo, hi
-        return _mse_range(sample, self.lo, self.hi, grid)
+        if quantizer is None:
+            quantizer = _suite_quantizer(grid)
+        return mse_range(sample, self.lo, self.hi, quantizer)
 
 
-def _mse_range(
-    sample: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, grid: IntGrid
+class OfficialRangeObserver(RangeObserver):
+    """The official code's running min/max, quirk included.
+
+    PSAQ-ViT's ``QuantAct`` starts from ``x_min = x_max = 0`` and, whenever ``x_max == 0``,
+    *replaces* the running range by the current batch's instead of merging them. A range whose
+    maximum is exactly zero (an all-non-positive activation) is therefore forgotten at the next
+    batch; with one calibration batch, as the official scripts use, this never matters.
+    """
+
+    def _update_min_max(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        if self.hi is None or float(self.hi) == 0.0:
+            self.lo, self.hi = lo, hi
+        else:
+            self.lo, self.hi = torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
+
+
+def _suite_quantizer(grid: IntGrid) -> RangeQuantizer:
+    def quantize(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        scale, zero_point = asymmetric_qparams(lo, hi, grid)
+        return fake_quantize(values, scale, zero_point, grid)
+
+    return quantize
+
+
+def mse_range(
+    sample: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, quantizer: RangeQuantizer
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The clipped range [a * lo, a * hi] with the least fake-quantization MSE on ``sample``."""
+    """The clipped range [a * lo, a * hi], a in [0.3, 1], with the least fake-quantization MSE on ``sample``.
+
+    The OMSE-style search (Choukroun et al., ICCVW 2019) over :data:`MSE_STEPS` clipping
+    factors; ties keep the widest range.
+    """
     best, best_err = (lo, hi), float("inf")
     for a in torch.linspace(1.0, MSE_MIN_FRACTION, MSE_STEPS).tolist():
-        scale, zero_point = asymmetric_qparams(lo * a, hi * a, grid)
-        err = float((fake_quantize(sample, scale, zero_point, grid) - sample).pow(2).mean())
+        err = float((quantizer(sample, lo * a, hi * a) - sample).pow(2).mean())
         if err < best_err:
             best, best_err = (lo * a, hi * a), err
     return best

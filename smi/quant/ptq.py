@@ -1,7 +1,8 @@
 """Post-training quantization of a teacher, calibrated on an image set, scored on real data.
 
-The data-free PTQ protocol of PSAQ-ViT (Li et al., ECCV 2022) as used by Sparse Model
-Inversion (Hu et al., ICML 2024): quantize the teacher (see :mod:`smi.quant.model`),
+Data-free PTQ after PSAQ-ViT (Li et al., ECCV 2022) as used by Sparse Model Inversion (Hu et
+al., ICML 2024), under the ``suite`` or the ``official`` protocol (``QuantConfig.protocol``;
+docs/protocols.md): quantize the teacher (see :mod:`smi.quant.model`),
 calibrate the activation ranges on a few (paper: 32) images of a calibration source - an
 inversion method's synthetic images, Gaussian noise, or real training images as the upper
 reference - and report the quantized model's top-1 / top-5 on the real test split next to the
@@ -22,6 +23,7 @@ from smi.quant.accuracy import evaluate_logits
 from smi.quant.calibrate import calibrate, select_images
 from smi.quant.config import QuantConfig
 from smi.quant.model import quantize_vit
+from smi.quant.preprocess import keep_zero_inputs
 from smi.sparse_vit import TokenSubsetViT
 from smi.types import Teacher
 
@@ -51,7 +53,8 @@ def run_ptq(
 
     Returns:
         The measured numbers: ``top1``, ``top5`` (quantized), ``fp_top1``, ``fp_top5``,
-        ``w_bits``, ``a_bits``, ``calib_size``, ``range_estimator``, ``calib_sparsity``,
+        ``w_bits``, ``a_bits``, ``calib_size``, ``range_estimator``, ``protocol``,
+        ``num_act_quantizers``, ``calib_sparsity``,
         ``num_test_images``, ``calib_time_s``, ``eval_time_s``, the ``quant_config`` and the
         calibrated ``activation_ranges`` (``quantizer``, ``lo``, ``hi`` per activation quantizer),
         so that calibration sources can be compared range by range.
@@ -71,7 +74,13 @@ def run_ptq(
 
     start = time.perf_counter()
     fp = fp_accuracy or fp_evaluation(teacher, test_set, config.eval_batch_size, device, progress)
-    quant = evaluate_logits(qmodel.logits, test_set, config.eval_batch_size, device, "evaluate quantized", progress)
+    logits_fn = qmodel.logits
+    if config.protocol == "official":
+        # The official validation transform applies keep_zero to the test images as well.
+        def logits_fn(images: torch.Tensor) -> torch.Tensor:
+            return qmodel.logits(keep_zero_inputs(images, teacher.normalize))
+
+    quant = evaluate_logits(logits_fn, test_set, config.eval_batch_size, device, "evaluate quantized", progress)
     eval_time = time.perf_counter() - start
 
     return {
@@ -83,6 +92,8 @@ def run_ptq(
         "a_bits": config.a_bits,
         "calib_size": len(calib),
         "range_estimator": config.range_estimator,
+        "protocol": config.protocol,
+        "num_act_quantizers": sum(1 for _ in qmodel.act_quantizers()),
         "calib_sparsity": calib.sparsity,
         "num_test_images": quant["num_images"],
         "calib_time_s": calib_time,

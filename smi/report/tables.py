@@ -134,16 +134,34 @@ def _varying(frame: pd.DataFrame, column: str) -> bool:
     return column in frame and frame[column].nunique(dropna=True) > 1
 
 
+# Row labels of the range estimators when a run calibrates with several (quantization table).
+ESTIMATOR_COLUMN = "Estimator"  # a valid identifier: rows are rendered through namedtuples
+ESTIMATOR_LABELS: dict[str, str] = {"minmax": "min/max", "mse": "MSE", "percentile": "percentile"}
+ESTIMATOR_ORDER: tuple[str, ...] = ("minmax", "mse", "percentile")
+
+
 def quantization_table(summary: pd.DataFrame) -> Table:
-    """Table 2: quantized top-1 per calibration source (rows) and teacher x bits (columns)."""
-    index = ("calibration",)
+    """Table 2: quantized top-1 per calibration source (rows) and teacher x bits (columns).
+
+    With several range estimators in the run (``quantization.range_estimator: [minmax, mse]``)
+    the rows are estimator x calibration source, one block per estimator (min/max first), and
+    the best data-free source is set in bold within each block.
+    """
+    index: tuple[str, ...] = ("calibration",)
     title = "Top-1 accuracy (%) after data-free post-training quantization"
     quant = _records(summary, "quantization", ("calibration", "dataset", "teacher"))
     if quant.empty:
         return _empty("quantization", title, index, "no quantization records in this run.")
     for col in ("w_bits", "a_bits"):
         quant[col] = pd.to_numeric(quant[col], errors="coerce") if col in quant else np.nan
-    extras = [c for c in ("range_estimator", "calib_size") if _varying(quant, c)]
+    by_estimator = _varying(quant, "range_estimator")
+    if by_estimator:
+        index = (ESTIMATOR_COLUMN, "calibration")
+        quant[ESTIMATOR_COLUMN] = quant["range_estimator"].map(lambda e: ESTIMATOR_LABELS.get(e, e))
+        rank = {ESTIMATOR_LABELS[e]: i for i, e in enumerate(ESTIMATOR_ORDER)}
+        quant = quant.assign(_rank=quant[ESTIMATOR_COLUMN].map(lambda e: rank.get(e, len(rank))))
+        quant = quant.sort_values(["_rank", ESTIMATOR_COLUMN], kind="stable").drop(columns="_rank")
+    extras = [c for c in ("calib_size", "protocol") if _varying(quant, c)]
     show_dataset = _varying(quant, "dataset")
 
     def label(row: pd.Series) -> str:
@@ -157,23 +175,34 @@ def quantization_table(summary: pd.DataFrame) -> Table:
     order = order.sort_values(["dataset", "teacher", "_w", "_a", *extras], kind="stable")
     labels = list(dict.fromkeys(order["column"]))
     columns = [Column(lbl, HIGHER, 2) for lbl in labels]
-    cells = seed_stats(quant, ["calibration", "column"], "top1").assign(note="")
+    cells = seed_stats(quant, [*index, "column"], "top1").assign(note="")
     rows = _sorted_rows(quant, index, "calibration")
+    if by_estimator:  # keep the estimator blocks in ESTIMATOR_ORDER, not alphabetical
+        blocks = list(dict.fromkeys(quant[ESTIMATOR_COLUMN]))
+        rows = rows.assign(_b=rows[ESTIMATOR_COLUMN].map(blocks.index)).sort_values("_b", kind="stable")
+        rows = rows.drop(columns="_b").reset_index(drop=True)
     notes = [_seed_note(quant)]
     fp_label = "FP (reference)"
     if "fp_top1" in quant and quant["fp_top1"].notna().any():
         # The unquantized model is evaluated once per job; identical repeats are one measurement.
         fp = quant[["column", "fp_top1"]].dropna().drop_duplicates()
-        fp_cells = seed_stats(fp.assign(calibration=fp_label), ["calibration", "column"], "fp_top1").assign(note="")
+        fp = fp.assign(calibration=fp_label, **({ESTIMATOR_COLUMN: ""} if by_estimator else {}))
+        fp_cells = seed_stats(fp, [*index, "column"], "fp_top1").assign(note="")
         cells = pd.concat([fp_cells, cells], ignore_index=True)
-        rows = pd.concat([pd.DataFrame({"calibration": [fp_label], "reference": [True]}), rows], ignore_index=True)
+        fp_row = {"calibration": [fp_label], "reference": [True], **({ESTIMATOR_COLUMN: [""]} if by_estimator else {})}
+        rows = pd.concat([pd.DataFrame(fp_row)[[*index, "reference"]], rows], ignore_index=True)
         notes.append("FP: the full-precision teacher on the same test split.")
-    notes.append("WX/AY: X-bit weights, Y-bit activations; bold: best data-free calibration source per column.")
-    for c in ("calib_size", "range_estimator"):
-        if c in quant and c not in extras and quant[c].notna().any():
+    bold_scope = " per column and range estimator" if by_estimator else " per column"
+    notes.append(f"WX/AY: X-bit weights, Y-bit activations; bold: best data-free calibration source{bold_scope}.")
+    if by_estimator:
+        notes.append("Range estimators: min/max = the exact activation range (the paper's); MSE = the clipped range "
+                     "with the least quantization error (OMSE-style search); percentile = the 100 − p / p "
+                     "percentiles. Each estimator calibrates on the same images.")
+    for c in ("calib_size", "range_estimator", "protocol"):
+        if c in quant and c not in extras and not (c == "range_estimator" and by_estimator) and quant[c].notna().any():
             value = quant[c].dropna().iloc[0]
             notes.append(f"{c.replace('_', ' ').capitalize()}: {_int_text(value) if c == 'calib_size' else value}.")
-    return Table("quantization", title, index, columns, rows, cells, group=(), notes=notes)
+    return Table("quantization", title, index, columns, rows, cells, group=index[:-1], notes=notes)
 
 
 def _int_text(value: object) -> str:

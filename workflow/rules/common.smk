@@ -21,6 +21,13 @@ GPU = 1 if DEVICE.startswith("cuda") else 0
 PROGRESS = "" if config["progress"] else "--no-progress"
 EXTERNAL = config.get("external_methods", {})
 BITS = [tuple(b) for b in config["quantization"]["bits"]]
+# One range estimator or a list; each gets its own records, min/max in the historical w<W>a<A> folders.
+_ESTIMATORS = config["quantization"]["range_estimator"]
+ESTIMATORS = [_ESTIMATORS] if isinstance(_ESTIMATORS, str) else list(_ESTIMATORS)
+
+
+def quant_dir(w, a, estimator):
+    return f"w{w}a{a}" if estimator == "minmax" else f"w{w}a{a}-{estimator}"
 STUDENTS = config["distillation"]["students"]
 
 
@@ -128,9 +135,9 @@ def teacher_metrics():
 
 def quant_metrics():
     return [
-        f"{R}/quant/{e['dataset']}/{e['teacher']}/{m}/w{w}a{a}/seed{s}.json"
+        f"{R}/quant/{e['dataset']}/{e['teacher']}/{m}/{quant_dir(w, a, est)}/seed{s}.json"
         for e in config["experiments"] if e["quantize"]
-        for m in e["methods"] for s in e["seeds"] for w, a in BITS
+        for m in e["methods"] for s in e["seeds"] for w, a in BITS for est in ESTIMATORS
     ]
 
 

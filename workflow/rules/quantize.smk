@@ -1,6 +1,7 @@
 # Post-training quantization calibrated on each method's images, evaluated on the real test split.
-# One job per calibration set runs every configured bit-width (one metrics file each), so the
-# start-up cost (imports, test split) is paid once per set.
+# One job per calibration set runs every configured bit-width and range estimator (one metrics
+# file each, bits-major), so the start-up cost (imports, test split, the full-precision
+# evaluation) is paid once per set.
 
 
 rule quantize:
@@ -8,12 +9,17 @@ rule quantize:
         teacher=teacher_file,
         images=image_set,
     output:
-        [f"{R}/quant/{{dataset}}/{{teacher}}/{{method}}/w{w}a{a}/seed{{seed}}.json" for w, a in BITS],
+        [
+            f"{R}/quant/{{dataset}}/{{teacher}}/{{method}}/{quant_dir(w, a, est)}/seed{{seed}}.json"
+            for w, a in BITS
+            for est in ESTIMATORS
+        ],
     params:
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
         bits=" ".join(f"{w}/{a}" for w, a in BITS),
         calib_size=config["quantization"]["calib_size"],
-        estimator=config["quantization"]["range_estimator"],
+        estimators=" ".join(ESTIMATORS),
+        protocol=config["quantization"]["protocol"],
         options=as_json(config["quantization"]["options"]),
     log:
         f"{R}/logs/quant/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.log",
@@ -25,6 +31,6 @@ rule quantize:
     shell:
         "{SMI} quantize --teacher {input.teacher} --teacher-id {wildcards.teacher}"
         " --dataset-spec {params.dataset_spec} --calib-set {input.images} --calibration {wildcards.method}"
-        " --calib-size {params.calib_size} --bits {params.bits} --range-estimator {params.estimator}"
-        " --quant-config {params.options} --seed {wildcards.seed}"
+        " --calib-size {params.calib_size} --bits {params.bits} --range-estimator {params.estimators}"
+        " --protocol {params.protocol} --quant-config {params.options} --seed {wildcards.seed}"
         " --out {output} --device {DEVICE} --threads {threads} {PROGRESS} > {log} 2>&1"
