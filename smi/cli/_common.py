@@ -21,16 +21,24 @@ def json_arg(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at position {exc.pos}): {text!r}") from exc
 
 
+#: Torch CPU threads unless ``--threads`` says otherwise. Fixed rather than torch's choice (the
+#: machine's core count): results such as trained weights change with the thread count, so a
+#: default that follows the machine would make the same command give different numbers.
+DEFAULT_THREADS = 1
+
+
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``."""
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS,
+        help=f"CPU threads for torch (default: {DEFAULT_THREADS}; results can depend on it, every record stores it)",
+    )
 
 
 def resolve_device(args: argparse.Namespace) -> torch.device:
     """Apply ``--threads`` and check that the requested device exists."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SMIError(f"device {args.device!r} was requested but CUDA is not available; use --device cpu.")

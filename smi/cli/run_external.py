@@ -209,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         "kind": "inversion",
         "dataset": teacher.dataset,
         "teacher": teacher_id,
+        "teacher_seed": teacher.metadata.get("seed"),
         "model_name": teacher.model_name,
         "seed": args.seed,
         "image_set": args.out,
@@ -216,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         "method": args.name,
         "method_params": {"command": args.template},
         "external": True,
+        "time_protocol": "job",  # the command's wall time, not isolated from other jobs
         "device": args.device,  # what the command was told; provenance names this process's device
         "num_images": produced,
         "batch_size": None,

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         "teacher_seed": teacher.metadata.get("seed"),
         "model_name": teacher.model_name,
         "seed": args.seed,
-        "protocol": PROTOCOL,
+        "time_protocol": PROTOCOL,
         "rounds": result.rounds,
         "timed_iterations": result.iterations,
         "full_iterations": result.full_iterations,
