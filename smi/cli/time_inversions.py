@@ -65,7 +65,7 @@ def _methods(spec: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smi.bench import time_methods
+    from smi.bench import TimingResult, time_methods
     from smi.inversion import InversionConfig
     from smi.teachers import load_teacher
 
@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         raise SMIError(f"--rounds must be at least 1, got {args.rounds}.")
     device = resolve_device(args)
     methods = _methods(args.methods)
+    # Image sources (noise, real data) run no inversion: nothing to time.
+    skipped = {label: "image source without inversion" for label, m in methods.items() if not m.synthesizes}
+    methods = {label: m for label, m in methods.items() if label not in skipped}
     overrides = dict(args.inversion_config)
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
@@ -84,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
         raise SMIError(f"--timed-iterations {timed_iterations} must lie in [1, {full.iterations}] (the run's iterations).")
     config = from_dict(InversionConfig, {**to_dict(full), "iterations": timed_iterations}, "the timed inversion config")
     teacher = load_teacher(args.teacher, device=device)
-    result = time_methods(teacher, methods, config, args.num_images, args.rounds, full.iterations, args.reference,
-                          device, args.seed, progress=not args.no_progress)  # fmt: skip
+    if methods:
+        result = time_methods(teacher, methods, config, args.num_images, args.rounds, full.iterations, args.reference,
+                              device, args.seed, progress=not args.no_progress)  # fmt: skip
+    else:  # only image sources: an empty record keeps the workflow's target list simple
+        result = TimingResult({}, config.iterations, full.iterations, args.rounds, None)
     descriptions = {label: m.describe() for label, m in methods.items()}
     chash = config_hash(descriptions, to_dict(config), full.iterations, args.num_images, args.rounds, teacher.model_name)
     record = {
@@ -101,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         "full_iterations": result.full_iterations,
         "reference": result.reference,
         "timings": result.rows(),
+        "not_timed": skipped,
         "provenance": provenance(device, args.seed, chash),
     }
     write_json(args.out, record)

@@ -9,6 +9,7 @@ rule distill:
     output:
         f"{R}/kd/{{dataset}}/{{teacher}}/{{student}}/{{method}}/seed{{seed}}.json",
     params:
+        teacher_id=teacher_id,
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
         student_spec=lambda w: as_json(STUDENTS[w.student]),
         recipe=as_json(config["distillation"]["recipe"]),
@@ -25,7 +26,7 @@ rule distill:
         runtime=240,
         gpu=GPU,
     shell:
-        "{SMI} distill --teacher {input.teacher} --teacher-id {wildcards.teacher}"
+        "{SMI} distill --teacher {input.teacher} --teacher-id {params.teacher_id}"
         " --dataset-spec {params.dataset_spec} --image-set {input.images} --method {wildcards.method}"
         " --inversion-metrics {input.inversion}"
         " --student-spec {params.student_spec} --student-id {wildcards.student} --recipe {params.recipe}"
