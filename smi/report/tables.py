@@ -119,7 +119,7 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
         ("memory_after_stop_reduction_pct", Column("Reduction after last stop (%)", HIGHER, 2)),
     ]
     timing = isolated_timings(summary)
-    timing = timing[timing["method"].isin(set(frame["method"]))]
+    timing = timing.merge(frame[list(index)].drop_duplicates(), on=list(index))  # rows the table lists
     if timing.empty:
         time_cells = [_cells(frame, index, "time_per_image_s", time_col.label), _cells(frame, index, "speedup", speedup_col.label)]
         time_notes = ["Times: each inversion job's own wall time; jobs ran beside other jobs, so times and speed-ups "
@@ -163,9 +163,11 @@ def _timing_note(timing: pd.DataFrame, frame: pd.DataFrame) -> str:
             f"schedules compressed in proportion, on the batch each inversion job uses; cells are the median over "
             f"the rounds, speed-up = dense time / method time within each round. The inversion jobs' own wall "
             f"times (summary.csv) shared the machine and are not used.")
-    untimed = sorted(set(frame["method"]) - set(timing["method"]))
+    keys = ["dataset", "teacher", "method"]
+    timed = set(map(tuple, timing[keys].astype(str).to_numpy()))
+    untimed = sorted({"/".join(k) for k in map(tuple, frame[keys].astype(str).to_numpy()) if k not in timed})
     if untimed:
-        note += (" Not timed in isolation (external commands run outside the timing job's process): "
+        note += (" Not timed in isolation (external commands, or teachers without a timing job): "
                  + ", ".join(untimed) + "; their time and speed-up cells are empty.")
     return note
 
@@ -202,8 +204,9 @@ def quantization_table(summary: pd.DataFrame) -> Table:
     notes = [_seed_note(quant)]
     fp_label = "FP (reference)"
     if "fp_top1" in quant and quant["fp_top1"].notna().any():
-        # The unquantized model is evaluated once per job; identical repeats are one measurement.
-        fp = quant[["column", "fp_top1"]].dropna().drop_duplicates()
+        # The unquantized model is evaluated once per job; identical repeats are one measurement
+        # (per teacher seed: each seed is its own teacher).
+        fp = quant[["column", *_teacher_seed_column(quant), "fp_top1"]].dropna(subset=["fp_top1"]).drop_duplicates()
         fp_cells = seed_stats(fp.assign(calibration=fp_label), ["calibration", "column"], "fp_top1").assign(note="")
         cells = pd.concat([fp_cells, cells], ignore_index=True)
         rows = pd.concat([pd.DataFrame({"calibration": [fp_label], "reference": [True]}), rows], ignore_index=True)
@@ -214,6 +217,11 @@ def quantization_table(summary: pd.DataFrame) -> Table:
             value = quant[c].dropna().iloc[0]
             notes.append(f"{c.replace('_', ' ').capitalize()}: {_int_text(value) if c == 'calib_size' else value}.")
     return Table("quantization", title, index, columns, rows, cells, group=(), notes=notes)
+
+
+def _teacher_seed_column(frame: pd.DataFrame) -> list[str]:
+    """``["teacher_seed"]`` where the records name it: reference rows are one per teacher."""
+    return ["teacher_seed"] if "teacher_seed" in frame and frame["teacher_seed"].notna().any() else []
 
 
 def _int_text(value: object) -> str:
@@ -250,7 +258,8 @@ def distillation_table(summary: pd.DataFrame, curves: pd.DataFrame,
     cells.append(epoch_cells)
     notes += epoch_notes
     if "teacher_top1" in dist and dist["teacher_top1"].notna().any():
-        ref = dist[[*group, "teacher_top1"]].dropna().drop_duplicates().assign(method="Teacher (reference)")
+        ref = dist[[*group, *_teacher_seed_column(dist), "teacher_top1"]].dropna(subset=["teacher_top1"]).drop_duplicates()
+        ref = ref.assign(method="Teacher (reference)")
         cells.append(_cells(ref, index, "teacher_top1", top1.label))
         ref_rows = ref[list(index)].drop_duplicates().assign(reference=True)
         # The teacher row heads its group, like the FP row of the quantization table.
