@@ -82,6 +82,38 @@ def test_inversion_records_have_costs_and_provenance(ci_run: Path) -> None:
     assert {"git_commit", "torch", "timm", "device", "threads", "config_hash", "seed"} <= set(record["provenance"])
     dense = json.loads((ci_run / "results/ci/images/digits/vit-xs/dense/seed0.json").read_text())
     assert record["gflops_per_image"] < dense["gflops_per_image"]
+    assert record["time_protocol"] == "job" and record["teacher_seed"] == 0
+
+
+def test_isolated_timing_feeds_the_efficiency_table(ci_run: Path) -> None:
+    import json
+
+    run = ci_run / "results" / "ci"
+    record = json.loads((run / "timing/digits/vit-xs.json").read_text())
+    assert record["kind"] == "timing" and record["rounds"] == 3
+    assert (record["timed_iterations"], record["full_iterations"]) == (10, 20)
+    timed = {row["method"]: row for row in record["timings"]}
+    assert set(timed) == {"dense", "smi", "smi-random", "pri", "psaq", "psaq-smi"}  # not noise, real, the external
+    assert all(len(row["time_per_round_s"]) == 3 for row in timed.values())
+    assert timed["dense"]["speedup"] == 1.0
+    text = (run / "tables" / "efficiency.md").read_text()
+    assert "interleaved rounds" in text and "digits/vit-xs/toy-external" in text
+
+
+def test_teacher_seeds_train_their_own_teachers(ci_run: Path) -> None:
+    import json
+
+    run = ci_run / "results" / "ci"
+    first = json.loads((run / "teachers/shapes/vit-xs.json").read_text())
+    second = json.loads((run / "teachers/shapes/vit-xs.tseed1.json").read_text())
+    assert (first["teacher"], first["teacher_seed"]) == ("vit-xs", 0)
+    assert (second["teacher"], second["teacher_seed"]) == ("vit-xs", 1)
+    assert (run / "teachers/shapes/vit-xs.pt").read_bytes() != (run / "teachers/shapes/vit-xs.tseed1.pt").read_bytes()
+    smi = json.loads((run / "images/shapes/vit-xs.tseed1/smi/seed0.json").read_text())
+    assert (smi["teacher"], smi["teacher_seed"]) == ("vit-xs", 1)
+    foreground = json.loads((run / "foreground/shapes/vit-xs.tseed1.json").read_text())
+    assert foreground["teacher_seed"] == 1
+    assert "Teacher seeds: 0, 1" in (run / "tables" / "shapes.md").read_text()
 
 
 def test_rerun_after_finish_does_nothing(ci_run: Path) -> None:
@@ -96,10 +128,12 @@ def test_changing_one_method_reruns_only_its_dependents(ci_run: Path, tmp_path: 
     changed.write_text(yaml.safe_dump(config))
     proc = snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(changed), "--config", "run=ci")
     jobs = planned_jobs(proc.stdout + proc.stderr)
-    # smi runs on digits and shapes: two inversions, two quantizations, two distillations.
-    assert jobs.get("invert") == 2, jobs
-    assert jobs.get("quantize") == 2, jobs
-    assert jobs.get("distill") == 2, jobs
+    # smi runs on digits and on two shapes teachers (teacher seeds 0 and 1): three inversions,
+    # quantizations and distillations, and the timing job of each experiment.
+    assert jobs.get("invert") == 3, jobs
+    assert jobs.get("quantize") == 3, jobs
+    assert jobs.get("distill") == 3, jobs
+    assert jobs.get("time_inversion") == 2, jobs
     assert "train_teacher" not in jobs and "invert_external" not in jobs and "foreground" not in jobs
 
 
