@@ -86,7 +86,10 @@ class BenchResult:
         }
 
 
-def interleaved(runs: Mapping[str, Callable[[], list[InversionResult]]], rounds: int) -> dict[str, list[list[InversionResult]]]:
+TimedRun = Callable[[], list[InversionResult]]
+
+
+def interleaved(runs: Mapping[str, TimedRun], rounds: int) -> dict[str, list[list[InversionResult]]]:
     """Call every run once per round, in the given order, for ``rounds`` rounds.
 
     Interleaving spreads a slow phase of the machine (another process, thermal throttling)
@@ -228,7 +231,7 @@ def time_methods(
     factor = config.iterations / full
     timed_config = dataclasses.replace(config, measure_costs=False)
     device = torch.device(device)
-    runs: dict[str, Callable[[], list[InversionResult]]] = {}
+    runs: dict[str, TimedRun] = {}
     batches: dict[str, int] = {}
     for label, method in methods.items():
         method = compress_method(method, factor)
