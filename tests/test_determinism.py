@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
+from smi.io import torch_save
 from smi.report.compare import SAME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +25,15 @@ RUN = "determinism"
 # The only table cells that may differ between two runs: they hold wall-clock measurements.
 WALL_TIME_CELLS = {("efficiency", "Time / image (s)"), ("efficiency", "Speed-up (×)")}
 
-pytestmark = pytest.mark.slow
+
+
+def test_saving_the_same_object_twice_gives_the_same_bytes(tmp_path: Path) -> None:
+    # torch.save names the archive's records after the file; the atomic write's temporary name
+    # is random, so the suite saves through a stream.
+    obj = {"state_dict": {"w": torch.arange(6.0).view(2, 3)}, "metadata": {"seed": 0}}
+    torch_save(obj, tmp_path / "a.pt")
+    torch_save(obj, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
 
 
 def small_config() -> dict:
@@ -50,6 +60,7 @@ def run_workflow(workdir: Path, configfile: Path) -> Path:
     return workdir / "results" / RUN
 
 
+@pytest.mark.slow
 def test_two_runs_differ_only_in_wall_time(tmp_path: Path) -> None:
     configfile = tmp_path / "small.yaml"
     configfile.write_text(yaml.safe_dump(small_config()))
