@@ -185,6 +185,26 @@ def test_unknown_method_label_is_named(tmp_path: Path) -> None:
     assert "smi-typo" in proc.stdout + proc.stderr
 
 
+def test_teacher_id_that_looks_like_a_teacher_seed_is_named(tmp_path: Path) -> None:
+    config = yaml.safe_load(CI_CONFIG.read_text())
+    config["teachers"]["vit-xs.tseed2"] = config["teachers"].pop("vit-xs")
+    for exp in config["experiments"]:
+        exp["teacher"] = "vit-xs.tseed2"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0
+    assert "'vit-xs.tseed2'" in proc.stdout + proc.stderr and "rename it" in proc.stdout + proc.stderr
+
+
+def test_timing_jobs_claim_every_core(tmp_path: Path) -> None:
+    proc = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(CI_CONFIG))
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs["time_inversion"] == 2 and jobs["train_teacher"] == 3  # shapes has two teacher seeds
+    blocks = (proc.stdout + proc.stderr).split("rule time_inversion:")[1:]
+    assert len(blocks) == 2 and all("threads: 2" in block.split("\n\n")[0] for block in blocks)
+
+
 def test_paper_config_dry_run_lists_the_full_dag(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"))
     jobs = planned_jobs(proc.stdout + proc.stderr)

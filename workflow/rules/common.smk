@@ -40,12 +40,16 @@ def _check_config():
                 raise WorkflowError(f"{where}: unknown method label {label!r}; define it under 'methods' or 'external_methods' ({sorted(known)}).")
         if distill_methods(exp) and not STUDENTS:
             raise WorkflowError(f"{where}: distillation is requested but 'distillation: students:' is empty; add a student or set 'distill: []'.")
-    for teacher_id in config["teachers"]:
-        if _INSTANCE.match(teacher_id):
-            raise WorkflowError(f"teacher id {teacher_id!r} ends like a teacher-seed suffix ({TEACHER_SEED_SUFFIX}<k>); rename it.")
     overlap = set(config["methods"]) & set(EXTERNAL)
     if overlap:
         raise WorkflowError(f"method labels {sorted(overlap)} are both in 'methods' and 'external_methods'; rename one.")
+
+
+def _check_teacher_ids():
+    """Teacher ids must not look like teacher instances (paths would collide)."""
+    for teacher_id in config["teachers"]:
+        if _INSTANCE.match(teacher_id):
+            raise WorkflowError(f"teacher id {teacher_id!r} ends like a teacher-seed suffix ({TEACHER_SEED_SUFFIX}<k>); rename it.")
 
 
 def distill_methods(exp):
@@ -183,6 +187,7 @@ def all_metrics():
 
 
 _check_config()
+_check_teacher_ids()
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_.-]+",
