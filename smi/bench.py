@@ -1,27 +1,38 @@
-"""Side-by-side cost benchmark of dense inversion and SMI on one model, in one process.
+"""Interleaved timing of inversion methods on one model, in one process.
 
-Speed is only comparable within a run on the same machine state, so the benchmark times
-dense and SMI alternately (``repeats`` rounds) on the same model, batch and iterations and
-reports ratios. The FLOP reduction of the full paper schedule (4000 iterations) is computed from
-the FLOPs measured at each active token count, which is exact because an iteration's cost
-depends only on its token count.
+Speed is only comparable within a run on the same machine state, so methods are timed
+alternately (``rounds`` rounds, each method once per round, in the same order) on the same
+model, batch and iterations, and speed-ups are ratios within one round; the median over rounds
+is reported. :func:`time_methods` does this for any registered methods (the workflow's
+``smi time-inversions`` job); :func:`run_benchmark` for dense inversion and SMI on a model with
+random weights (``smi bench-inversion``), plus the FLOP reduction of the full paper schedule
+(4000 iterations), computed from the FLOPs measured at each active token count, which is exact
+because an iteration's cost depends only on its token count.
+
+A timed run may be shorter than the real one: its iterations and every stopping schedule are
+compressed by the same factor (:func:`compress_method`), so each token count keeps its share of
+the iterations and the time per iteration keeps its mix.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from statistics import median
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import timm
 import torch
 from timm.data import resolve_data_config
 
 from smi.errors import SMIError
-from smi.inversion import InversionConfig, InversionRun, InversionStats, invert
+from smi.inversion import InversionConfig, InversionResult, InversionRun, InversionStats, invert
 from smi.policies import AttentionStopping, NoStopping
+from smi.registry import InversionMethod, InversionRequest
 from smi.schedule import StoppingSchedule, active_tokens_per_iteration
 from smi.sparse_vit import check_vit
+from smi.synthesize import balanced_targets
 from smi.types import Teacher
 
 PAPER_ITERATIONS_TOTAL = 4000
@@ -75,6 +86,170 @@ class BenchResult:
         }
 
 
+TimedRun = Callable[[], list[InversionResult]]
+
+
+def interleaved(runs: Mapping[str, TimedRun], rounds: int) -> dict[str, list[list[InversionResult]]]:
+    """Call every run once per round, in the given order, for ``rounds`` rounds.
+
+    Interleaving spreads a slow phase of the machine (another process, thermal throttling)
+    over every method instead of charging it to whichever method ran then.
+
+    Args:
+        runs: Label -> a call that runs one timed inversion and returns its results.
+        rounds: Rounds (at least 1).
+
+    Returns:
+        Label -> the results of each round.
+    """
+    if rounds < 1:
+        raise SMIError(f"timing needs at least one round, got {rounds}.")
+    out: dict[str, list[list[InversionResult]]] = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, run in runs.items():
+            out[label].append(run())
+    return out
+
+
+def compress_method(method: InversionMethod, factor: float) -> InversionMethod:
+    """The same method with its stopping schedule scaled by ``factor`` (a compressed run).
+
+    A method whose parameters hold a stopping schedule (an ``iterations`` field and a
+    ``schedule()`` method, like SMI's) gets it scaled by :meth:`StoppingSchedule.scaled`;
+    schedules defined as fractions of the run (PRI's division) scale by themselves.
+    """
+    params = method.params
+    if factor == 1.0 or not (dataclasses.is_dataclass(params) and hasattr(params, "schedule")
+                             and any(f.name == "iterations" for f in dataclasses.fields(params))):
+        return method
+    scaled = params.schedule().scaled(factor)
+    return type(method)(dataclasses.replace(params, iterations=scaled.iterations))
+
+
+@dataclass
+class MethodTiming:
+    """Interleaved wall times of one method.
+
+    Attributes:
+        label: The method's label (config name).
+        method: The registered method name.
+        batch_size: Trajectories optimised together (as in the method's inversion job).
+        images_per_round: Output images one timed run yields (PRI: several per trajectory).
+        times_s: Wall time of the optimisation loop in each round (warm-up excluded).
+    """
+
+    label: str
+    method: str
+    batch_size: int
+    images_per_round: int
+    times_s: list[float]
+
+    def per_image(self) -> list[float]:
+        """Seconds per output image in each round."""
+        return [t / self.images_per_round for t in self.times_s]
+
+
+@dataclass
+class TimingResult:
+    """Interleaved timings of several methods on one teacher.
+
+    Attributes:
+        methods: Label -> its timing, in timing order.
+        iterations: Iterations of each timed run.
+        full_iterations: Iterations of the run being timed (the compression factor is their ratio).
+        rounds: Interleaved rounds.
+        reference: Label of the method speed-ups are taken against (``None``: no speed-ups).
+    """
+
+    methods: dict[str, MethodTiming]
+    iterations: int
+    full_iterations: int
+    rounds: int
+    reference: str | None
+
+    def speedups(self, label: str) -> list[float]:
+        """Reference time per image / method time per image, per round (empty without a reference)."""
+        if self.reference is None:
+            return []
+        ref = self.methods[self.reference].per_image()
+        return [r / m for r, m in zip(ref, self.methods[label].per_image())]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per method: medians over rounds and the per-round values."""
+        rows = []
+        for label, timing in self.methods.items():
+            speedups = self.speedups(label)
+            rows.append({
+                "method": label, "method_name": timing.method, "batch_size": timing.batch_size,
+                "images_per_round": timing.images_per_round,
+                "time_per_image_s": median(timing.per_image()),
+                "speedup": median(speedups) if speedups else None,
+                "time_per_round_s": timing.times_s,
+                "speedup_per_round": speedups,
+            })  # fmt: skip
+        return rows
+
+
+def time_methods(
+    teacher: Teacher,
+    methods: Mapping[str, InversionMethod],
+    config: InversionConfig,
+    num_images: int,
+    rounds: int = 3,
+    full_iterations: int | None = None,
+    reference: str | None = "dense",
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+) -> TimingResult:
+    """Time every method's inversion loop interleaved, on the batch its inversion job uses.
+
+    Args:
+        teacher: The model to invert.
+        methods: Label -> method (only methods that synthesise images can be timed).
+        config: The run's inversion config with the timed ``iterations``; FLOP and memory
+            counting is switched off (it is exact in the inversion jobs and costs untimed passes).
+        num_images: Output images of the inversion job: a method optimises
+            ``min(batch_size, ceil(num_images / outputs per trajectory))`` trajectories at once.
+        rounds: Interleaved rounds (the median is reported).
+        full_iterations: Iterations of the real run; schedules are compressed by
+            ``config.iterations / full_iterations`` (``None``: no compression).
+        reference: Label speed-ups are taken against (``None`` or absent: no speed-ups).
+        device: Compute device.
+        seed: Seed of the timed runs (every round uses the same images and targets).
+        progress: Show progress bars.
+
+    Raises:
+        SMIError: For a method that does not synthesise images, or no method at all.
+    """
+    if not methods:
+        raise SMIError("no method to time; list at least one inversion method.")
+    passive = sorted(label for label, m in methods.items() if not m.synthesizes)
+    if passive:
+        raise SMIError(f"methods {passive} do not invert the teacher (image sources); leave them out of timing.")
+    full = full_iterations or config.iterations
+    factor = config.iterations / full
+    timed_config = dataclasses.replace(config, measure_costs=False)
+    device = torch.device(device)
+    runs: dict[str, TimedRun] = {}
+    batches: dict[str, int] = {}
+    for label, method in methods.items():
+        method = compress_method(method, factor)
+        batch = min(config.batch_size, math.ceil(num_images / method.outputs_per_trajectory()))
+        targets = balanced_targets(batch, teacher.num_classes, seed)
+        request = InversionRequest(teacher, targets, dataclasses.replace(timed_config, batch_size=batch), seed, device,
+                                   None, progress)  # fmt: skip
+        runs[label] = lambda method=method, request=request: method.invert(request)
+        batches[label] = batch
+    timed = interleaved(runs, rounds)
+    timings = {
+        label: MethodTiming(label, methods[label].name, batches[label], sum(int(r.images.shape[0]) for r in results[0]),
+                            [results_round[0].stats.wall_time_s for results_round in results])
+        for label, results in timed.items()
+    }  # fmt: skip
+    return TimingResult(timings, config.iterations, full, rounds, reference if reference in methods else None)
+
+
 def run_benchmark(
     teacher: Teacher,
     batch_size: int,
@@ -99,11 +274,13 @@ def run_benchmark(
     """
     config = InversionConfig(iterations=iterations, batch_size=batch_size)
     targets = torch.arange(batch_size) % teacher.num_classes
-    dense: list[InversionStats] = []
-    smi: list[InversionStats] = []
-    for _ in range(repeats):
-        dense.append(invert(teacher, targets, config, NoStopping(), None, seed, device, progress)[0].stats)
-        smi.append(invert(teacher, targets, config, AttentionStopping(schedule), None, seed, device, progress)[0].stats)
+    runs = {
+        "dense": lambda: invert(teacher, targets, config, NoStopping(), None, seed, device, progress),
+        "smi": lambda: invert(teacher, targets, config, AttentionStopping(schedule), None, seed, device, progress),
+    }
+    timed = interleaved(runs, repeats)
+    dense = [r[0].stats for r in timed["dense"]]
+    smi = [r[0].stats for r in timed["smi"]]
     full = StoppingSchedule()
     n = dense[0].num_patches
     counts = active_tokens_per_iteration(full, n, PAPER_ITERATIONS_TOTAL)

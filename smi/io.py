@@ -66,9 +66,11 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically, with the same bytes for the same object."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+        # Through a stream, not a path: given a path, torch names the archive's records after the
+        # file, here a random temporary name, so that equal objects would give different bytes.
+        torch.save(obj, stream)
 
 
 def _json_default(obj: Any) -> Any:

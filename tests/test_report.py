@@ -19,7 +19,7 @@ import torch
 from smi.cli import main
 from smi.errors import SMIError
 from smi.imageset import ImageSet
-from smi.report.aggregate import aggregate_files, find_metrics, read_aggregate, write_aggregate
+from smi.report.aggregate import aggregate, aggregate_files, find_metrics, read_aggregate, write_aggregate
 from smi.report.compare import CHANGED, ONLY_B, SAME, Tolerance, compare_runs
 from smi.report.grids import choose_classes, image_grid_figure
 from smi.report.render import render_latex, render_markdown
@@ -349,3 +349,94 @@ def test_budgeted_distillation_and_unnamed_foreground(agg):
     assert "Image budget: 20 GFLOPs of inversion" in render_markdown(table)
     # a foreground record without a method scores SMI's attention policy
     assert cell(tables["shapes"], "FG precision (%)", method="smi")[0] == pytest.approx(190.0 / 3.0)  # (80 + 70 + 40) / 3
+
+
+# --- isolated timing and teacher seeds ----------------------------------------------------------
+
+
+def timing_record(dataset: str = "shapes", teacher: str = "vit-t", **per_image_s: list[float]) -> dict:
+    """A timing record as `smi time-inversions` writes it (per-image times of each round)."""
+    dense = per_image_s.get("dense")
+    rows = []
+    for method, times in per_image_s.items():
+        speedups = [d / t for d, t in zip(dense, times)] if dense else []
+        rows.append({"method": method, "method_name": method, "batch_size": 4, "images_per_round": 4,
+                     "time_per_image_s": sorted(times)[len(times) // 2], "time_per_round_s": [4 * t for t in times],
+                     "speedup": sorted(speedups)[len(speedups) // 2] if speedups else None,
+                     "speedup_per_round": speedups})  # fmt: skip
+    return {"kind": "timing", "dataset": dataset, "teacher": teacher, "teacher_seed": 0, "model_name": "vit_tiny_patch16_224",
+            "seed": 0, "time_protocol": "interleaved", "rounds": 3, "timed_iterations": 3, "full_iterations": 6,
+            "reference": "dense" if dense else None, "timings": rows, "not_timed": {},
+            "provenance": {"threads": 1, "seed": 0}}  # fmt: skip
+
+
+def with_records(tmp_path: Path, records: dict[str, dict]) -> Path:
+    """A copy of the fixtures with extra records (relative path -> record)."""
+    root = tmp_path / "metrics"
+    shutil.copytree(FIXTURES, root)
+    for rel, record in records.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(json.dumps(record))
+    return root
+
+
+def test_timing_record_becomes_one_row_per_timed_method():
+    record = timing_record(dense=[2.0, 2.2, 2.4], smi=[0.5, 1.1, 0.8])
+    summary = aggregate([("timing/shapes/vit-t.json", record)]).summary
+    assert summary["kind"].tolist() == ["timing", "timing"]
+    assert summary["method"].tolist() == ["dense", "smi"]
+    smi = summary[summary["method"] == "smi"].iloc[0]
+    assert smi["time_per_image_s"] == pytest.approx(0.8)  # median of the rounds
+    assert smi["speedup"] == pytest.approx(3.0)  # median of the per-round ratios 4.0, 2.0, 3.0
+    assert json.loads(smi["speedup_per_round"]) == pytest.approx([4.0, 2.0, 3.0])
+    assert smi["rounds"] == 3 and smi["teacher_seed"] == 0
+
+
+def test_efficiency_table_takes_time_and_speedup_from_the_timing_job(tmp_path):
+    root = with_records(tmp_path, {"timing/shapes/vit-t.json": timing_record(dense=[2.0, 2.0, 2.0], smi=[0.5, 0.5, 0.4],
+                                                                             pri=[0.25, 0.25, 0.25])})
+    table = build_tables(aggregate_files(find_metrics(root), root=root))["efficiency"]
+    assert cell(table, "Speed-up (×)", dataset="shapes", method="smi")[:3] == (pytest.approx(4.0), pytest.approx(math.nan, nan_ok=True), 1)
+    assert cell(table, "Time / image (s)", dataset="shapes", method="smi")[0] == pytest.approx(0.5)
+    assert cell(table, "Speed-up (×)", dataset="shapes", method="pri")[0] == pytest.approx(8.0)
+    # FLOPs and memory still come from the inversion jobs, per seed.
+    assert cell(table, "FLOPs reduction (%)", dataset="shapes", method="smi")[0] == pytest.approx(75.0)
+    # Methods of the table without a timing row: no time cells, named in the notes.
+    timed = table.cells[table.cells["column"] == "Speed-up (×)"]
+    assert set(timed["method"]) == {"dense", "smi", "pri"}
+    notes = " ".join(table.notes)
+    assert "interleaved rounds" in notes and "3 of the run's 6 iterations" in notes
+    assert "shapes/vit-t/acme" in notes and "digits/vit-t/smi" in notes
+    assert "not isolated" not in notes
+
+
+def test_efficiency_table_without_timing_says_times_are_not_isolated(tables):
+    assert "not isolated" in " ".join(tables["efficiency"].notes)
+
+
+def test_ratios_and_cells_are_per_teacher_seed(tmp_path):
+    # A second teacher (teacher seed 1) of shapes/vit-t with the same inversion seed 0: its SMI
+    # must be paired with its own dense run, and the table's cells pool both teachers.
+    def inversion(method: str, gflops: float) -> dict:
+        return {"kind": "inversion", "dataset": "shapes", "teacher": "vit-t", "teacher_seed": 1, "method": method,
+                "seed": 0, "time_per_image_s": 1.0, "gflops_per_image": gflops, "peak_memory_bytes": 2**20,
+                "peak_memory_after_last_stop_bytes": 2**20, "memory_kind": "cpu_saved_activations"}  # fmt: skip
+
+    fg = json.loads((FIXTURES / "foreground/shapes/vit-t/smi/seed0.json").read_text())
+    root = with_records(tmp_path, {
+        "images/shapes/vit-t.tseed1/dense/seed0.json": inversion("dense", 8.0),
+        "images/shapes/vit-t.tseed1/smi/seed0.json": inversion("smi", 4.0),
+        "foreground/shapes/vit-t.tseed1/smi/seed0.json": {**fg, "teacher_seed": 1, "precision": 0.6},
+    })
+    agg = aggregate_files(find_metrics(root), root=root)
+    inv = agg.summary[agg.summary["kind"] == "inversion"]
+    ratios = ratios_to_dense(inv)
+    second = ratios[(ratios["teacher_seed"] == 1) & (ratios["method"] == "smi")]
+    assert second["flops_reduction_pct"].tolist() == [pytest.approx(50.0)]  # 4 vs its own dense's 8, not 10
+    tables = build_tables(agg)
+    mean, _, n, _ = cell(tables["efficiency"], "FLOPs reduction (%)", dataset="shapes", method="smi")
+    assert n == 3 and mean == pytest.approx((75.0 + 75.0 + 50.0) / 3)
+    mean, std, n, _ = cell(tables["shapes"], "FG precision (%)", dataset="shapes", method="smi")
+    assert n == 3  # two inversion seeds of teacher 0 and one of teacher 1
+    assert std > 0  # the second teacher's lower precision is in the spread
+    assert "Teacher seeds: 0, 1" in " ".join(tables["efficiency"].notes)

@@ -82,6 +82,38 @@ def test_inversion_records_have_costs_and_provenance(ci_run: Path) -> None:
     assert {"git_commit", "torch", "timm", "device", "threads", "config_hash", "seed"} <= set(record["provenance"])
     dense = json.loads((ci_run / "results/ci/images/digits/vit-xs/dense/seed0.json").read_text())
     assert record["gflops_per_image"] < dense["gflops_per_image"]
+    assert record["time_protocol"] == "job" and record["teacher_seed"] == 0
+
+
+def test_isolated_timing_feeds_the_efficiency_table(ci_run: Path) -> None:
+    import json
+
+    run = ci_run / "results" / "ci"
+    record = json.loads((run / "timing/digits/vit-xs.json").read_text())
+    assert record["kind"] == "timing" and record["rounds"] == 3
+    assert (record["timed_iterations"], record["full_iterations"]) == (10, 20)
+    timed = {row["method"]: row for row in record["timings"]}
+    assert set(timed) == {"dense", "smi", "smi-random", "pri", "psaq", "psaq-smi"}  # not noise, real, the external
+    assert all(len(row["time_per_round_s"]) == 3 for row in timed.values())
+    assert timed["dense"]["speedup"] == 1.0
+    text = (run / "tables" / "efficiency.md").read_text()
+    assert "interleaved rounds" in text and "digits/vit-xs/toy-external" in text
+
+
+def test_teacher_seeds_train_their_own_teachers(ci_run: Path) -> None:
+    import json
+
+    run = ci_run / "results" / "ci"
+    first = json.loads((run / "teachers/shapes/vit-xs.json").read_text())
+    second = json.loads((run / "teachers/shapes/vit-xs.tseed1.json").read_text())
+    assert (first["teacher"], first["teacher_seed"]) == ("vit-xs", 0)
+    assert (second["teacher"], second["teacher_seed"]) == ("vit-xs", 1)
+    assert (run / "teachers/shapes/vit-xs.pt").read_bytes() != (run / "teachers/shapes/vit-xs.tseed1.pt").read_bytes()
+    smi = json.loads((run / "images/shapes/vit-xs.tseed1/smi/seed0.json").read_text())
+    assert (smi["teacher"], smi["teacher_seed"]) == ("vit-xs", 1)
+    foreground = json.loads((run / "foreground/shapes/vit-xs.tseed1.json").read_text())
+    assert foreground["teacher_seed"] == 1
+    assert "Teacher seeds: 0, 1" in (run / "tables" / "shapes.md").read_text()
 
 
 def test_rerun_after_finish_does_nothing(ci_run: Path) -> None:
@@ -96,10 +128,12 @@ def test_changing_one_method_reruns_only_its_dependents(ci_run: Path, tmp_path: 
     changed.write_text(yaml.safe_dump(config))
     proc = snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(changed), "--config", "run=ci")
     jobs = planned_jobs(proc.stdout + proc.stderr)
-    # smi runs on digits and shapes: two inversions, two quantizations, two distillations.
-    assert jobs.get("invert") == 2, jobs
-    assert jobs.get("quantize") == 2, jobs
-    assert jobs.get("distill") == 2, jobs
+    # smi runs on digits and on two shapes teachers (teacher seeds 0 and 1): three inversions,
+    # quantizations and distillations, and the timing job of each experiment.
+    assert jobs.get("invert") == 3, jobs
+    assert jobs.get("quantize") == 3, jobs
+    assert jobs.get("distill") == 3, jobs
+    assert jobs.get("time_inversion") == 2, jobs
     assert "train_teacher" not in jobs and "invert_external" not in jobs and "foreground" not in jobs
 
 
@@ -149,6 +183,26 @@ def test_unknown_method_label_is_named(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
     assert proc.returncode != 0
     assert "smi-typo" in proc.stdout + proc.stderr
+
+
+def test_teacher_id_that_looks_like_a_teacher_seed_is_named(tmp_path: Path) -> None:
+    config = yaml.safe_load(CI_CONFIG.read_text())
+    config["teachers"]["vit-xs.tseed2"] = config["teachers"].pop("vit-xs")
+    for exp in config["experiments"]:
+        exp["teacher"] = "vit-xs.tseed2"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0
+    assert "'vit-xs.tseed2'" in proc.stdout + proc.stderr and "rename it" in proc.stdout + proc.stderr
+
+
+def test_timing_jobs_claim_every_core(tmp_path: Path) -> None:
+    proc = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(CI_CONFIG))
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs["time_inversion"] == 2 and jobs["train_teacher"] == 3  # shapes has two teacher seeds
+    blocks = (proc.stdout + proc.stderr).split("rule time_inversion:")[1:]
+    assert len(blocks) == 2 and all("threads: 2" in block.split("\n\n")[0] for block in blocks)
 
 
 def test_paper_config_dry_run_lists_the_full_dag(tmp_path: Path, monkeypatch) -> None:

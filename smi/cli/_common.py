@@ -124,10 +124,19 @@ def check_writable(paths: Iterable[str | os.PathLike[str] | None], folders: Iter
         os.unlink(probe)
 
 
+#: Torch CPU threads unless ``--threads`` says otherwise. Fixed rather than torch's choice (the
+#: machine's core count): results such as trained weights change with the thread count, so a
+#: default that follows the machine would make the same command give different numbers.
+DEFAULT_THREADS = 1
+
+
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``."""
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=DEFAULT_THREADS,
+        help=f"CPU threads for torch (default: {DEFAULT_THREADS}; results can depend on it, every record stores it)",
+    )
 
 
 def add_foreign_set_argument(parser: argparse.ArgumentParser) -> None:
@@ -139,8 +148,7 @@ def add_foreign_set_argument(parser: argparse.ArgumentParser) -> None:
 
 def resolve_device(args: argparse.Namespace) -> torch.device:
     """Apply ``--threads`` and check that the requested device exists."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     device = parse_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SMIError(f"device {args.device!r} was requested but CUDA is not available; use --device cpu.")

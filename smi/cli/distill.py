@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "protocol": "suite",
         "dataset": spec.name,
         "teacher": teacher_id,
+        "teacher_seed": teacher.metadata.get("seed"),
         "model_name": teacher.model_name,
         "method": method,
         "student": args.student_id or student_spec.model,

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     record = {
         "kind": "foreground", "dataset": spec.name, "split": args.split,
         "teacher": args.teacher_id or Path(args.teacher).stem, "model_name": teacher.model_name, "seed": args.seed,
+        "teacher_seed": teacher.metadata.get("seed"),
         "iterations": list(schedule.iterations), "ratio": args.ratio, **result,
         "provenance": provenance(device, args.seed, chash),
     }  # fmt: skip

@@ -74,11 +74,15 @@ def run(args: argparse.Namespace) -> int:
         "kind": "inversion",
         "dataset": teacher.dataset,
         "teacher": args.teacher_id or teacher.model_name,
+        "teacher_seed": teacher.metadata.get("seed"),
         "model_name": teacher.model_name,
         "seed": args.seed,
         "image_set": args.out,
         "inversion_config": dataclasses.asdict(config),
         **metrics,
+        # The job's own wall time: other jobs may share the machine, so it is not isolated and the
+        # tables take speed-ups from `smi time-inversions` (time_protocol "interleaved") instead.
+        "time_protocol": "job",
         "provenance": provenance(device, args.seed, metrics["config_hash"]),
     }
     write_json(args.metrics, record)

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             "kind": "quantization",
             "dataset": spec.name,
             "teacher": teacher_id,
+            "teacher_seed": teacher.metadata.get("seed"),
             "model_name": teacher.model_name,
             "calibration": calibration,
             "seed": args.seed,

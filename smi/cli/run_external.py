@@ -221,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         "kind": "inversion",
         "dataset": teacher.dataset,
         "teacher": teacher_id,
+        "teacher_seed": teacher.metadata.get("seed"),
         "model_name": teacher.model_name,
         "seed": args.seed,
         "image_set": args.out,
@@ -230,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
         "external": True,
         "set_teacher": identity,
         "allow_foreign_set": args.allow_foreign_set,
+        "time_protocol": "job",  # the command's wall time, not isolated from other jobs
         "device": args.device,  # what the command was told; provenance names this process's device
         "num_images": produced,
         "batch_size": None,

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     save_teacher(teacher, args.out, recipe_info)
     record = {
         "kind": "teacher", "dataset": dataset.name, "teacher": args.teacher_id or Path(args.out).stem,
-        "model_name": spec.model, "seed": args.seed, "file": str(args.out),
+        "model_name": spec.model, "seed": args.seed, "teacher_seed": args.seed, "file": str(args.out),
         "teacher_spec": spec.to_config(), "dataset_spec": dataset.to_config(),
         **metrics, "provenance": provenance(device, args.seed, chash),
     }  # fmt: skip

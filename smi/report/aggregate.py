@@ -11,6 +11,10 @@ scalar per cell and the curves stay plottable:
 - ``loss_curves.csv``: the inversion loss at each iteration;
 - ``activation_ranges.csv``: the calibrated range of each activation quantizer (quantization).
 
+A timing record (``kind`` = timing, ``smi time-inversions``) times several methods in one job;
+it becomes one summary row per timed method (its ``timings`` list), each with the record's
+shared keys, so that the tables find a method's isolated time where they find its other rows.
+
 Unknown keys are kept, missing optional keys become empty cells, unknown kinds are kept as
 rows that no table reads.
 """
@@ -28,14 +32,17 @@ import pandas as pd
 from smi.errors import SMIError
 from smi.io import atomic_path
 
-KINDS: tuple[str, ...] = ("teacher", "inversion", "quantization", "distillation", "foreground")
+KINDS: tuple[str, ...] = ("teacher", "inversion", "quantization", "distillation", "foreground", "timing")
 # Columns that identify a record; they lead the summary and are copied into the long tables.
 KEY_COLUMNS: tuple[str, ...] = (
-    "kind", "dataset", "teacher", "model_name", "method", "calibration", "student", "seed",
+    "kind", "dataset", "teacher", "teacher_seed", "model_name", "method", "calibration", "student", "seed",
 )
+# Records that hold several measurements as a list of dicts under this key: kind -> key. Each
+# entry becomes its own summary row (record keys + entry keys; lists in an entry as JSON text).
+ROW_LISTS: dict[str, str] = {"timing": "timings"}
 SOURCE_COLUMN = "source"
 INTEGER_COLUMNS: tuple[str, ...] = (
-    "seed", "w_bits", "a_bits", "calib_size", "epochs", "num_images", "iterations", "batch_size",
+    "seed", "teacher_seed", "w_bits", "a_bits", "calib_size", "epochs", "num_images", "iterations", "batch_size",
 )
 # Top-level list keys written as long tables: key -> (file name, index column, value column).
 # ``curve`` holds dicts (one per epoch), so its value column is None: the dict keys become columns.
@@ -147,6 +154,20 @@ def _long_rows(record: Mapping[str, Any], keys: Mapping[str, Any]) -> dict[str, 
     return out
 
 
+def _row_entries(record: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The per-row records of a record kind in :data:`ROW_LISTS` (``None`` for other kinds)."""
+    key = ROW_LISTS.get(str(record.get("kind")))
+    if key is None or not isinstance(record.get(key), (list, tuple)):
+        return None
+    shared = {k: v for k, v in record.items() if k != key}
+    entries = []
+    for entry in record[key]:
+        if isinstance(entry, Mapping):
+            lists = {k: json.dumps(list(v)) for k, v in entry.items() if isinstance(v, (list, tuple))}
+            entries.append({**shared, **entry, **lists})
+    return entries
+
+
 def aggregate(records: Iterable[tuple[str, Mapping[str, Any]]]) -> Aggregate:
     """Flatten records into the summary and the long tables.
 
@@ -159,6 +180,10 @@ def aggregate(records: Iterable[tuple[str, Mapping[str, Any]]]) -> Aggregate:
     rows: list[dict[str, Any]] = []
     long_rows: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in LONG_TABLES.values()}
     for source, record in records:
+        entries = _row_entries(record)
+        if entries is not None:
+            rows.extend(_record_row(entry, source) for entry in entries)
+            continue
         row = _record_row(record, source)
         rows.append(row)
         keys = {k: row.get(k) for k in (*KEY_COLUMNS, SOURCE_COLUMN) if k in row}

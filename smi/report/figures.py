@@ -31,7 +31,9 @@ from matplotlib.ticker import MaxNLocator
 from smi.io import atomic_path
 from smi.report.aggregate import Aggregate
 from smi.report.render import METHOD_LABELS
-from smi.report.stats import DENSE, REFERENCE_SOURCES, fill_keys, ordered_methods, ratios_to_dense
+from smi.report.stats import (
+    DENSE, REFERENCE_SOURCES, TIMING_KEYS, fill_keys, isolated_timings, ordered_methods, ratios_to_dense,
+)
 from smi.report.tables import BUDGET_COLUMN, budget_labels
 
 FIGURE_NAMES: tuple[str, ...] = ("speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches")
@@ -112,6 +114,11 @@ def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure
     if inv.empty or "method" not in inv:
         return placeholder(title, "no inversion records.")
     frame = ratios_to_dense(inv)
+    timing = isolated_timings(summary)
+    if not timing.empty:
+        # The isolated timing job's speed-ups, as in the efficiency table (job wall times shared the machine).
+        timed = timing[list(TIMING_KEYS) + ["speedup"]].drop_duplicates(list(TIMING_KEYS))
+        frame = frame.drop(columns="speedup").merge(timed, on=list(TIMING_KEYS), how="left")
     frame = frame[frame["has_dense"] & ~frame["method"].isin((DENSE, *REFERENCE_SOURCES))]
     if frame.empty:
         return placeholder(title, "no method has a matching dense run.")

@@ -21,8 +21,9 @@ DENSE = "dense"
 # Image sources that run no inversion (zero FLOPs, no memory): references, not competitors
 # in cost, so the efficiency table and the cost plots leave them out.
 REFERENCE_SOURCES: tuple[str, ...] = ("noise", "real")
-# Matched-pair key for ratios against dense (see the module docstring).
-PAIR_KEYS: tuple[str, ...] = ("dataset", "teacher", "seed")
+# Matched-pair key for ratios against dense (see the module docstring): the same teacher
+# instance (id and teacher seed) and inversion seed.
+PAIR_KEYS: tuple[str, ...] = ("dataset", "teacher", "teacher_seed", "seed")
 # Shown for a key a record lacks: a NaN key would never match itself in a join or group.
 MISSING_KEY = "n/a"
 
@@ -81,8 +82,8 @@ def ratios_to_dense(inversion: pd.DataFrame) -> pd.DataFrame:
     """Per-record speed-up and reductions relative to the matched dense record.
 
     Args:
-        inversion: Inversion rows with ``method``, the :data:`PAIR_KEYS` and the
-            :data:`COST_COLUMNS` (missing ones are treated as NaN).
+        inversion: Inversion rows with ``method``, the :data:`PAIR_KEYS` (a missing key matches
+            only itself missing) and the :data:`COST_COLUMNS` (missing ones are treated as NaN).
 
     Returns:
         A copy of ``inversion`` with ``speedup`` (dense time / method time),
@@ -94,10 +95,15 @@ def ratios_to_dense(inversion: pd.DataFrame) -> pd.DataFrame:
     frame = inversion.copy()
     for col in COST_COLUMNS:
         frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else np.nan
-    keys = list(PAIR_KEYS)
+    # Match on filled text copies of the keys, so that a key a record lacks matches itself
+    # and the caller's key columns keep their types.
+    keys = [f"_pair_{k}" for k in PAIR_KEYS]
+    filled = fill_keys(frame[[k for k in PAIR_KEYS if k in frame]], PAIR_KEYS)
+    for key, original in zip(keys, PAIR_KEYS):
+        frame[key] = filled[original].to_numpy()
     dense = frame[frame["method"] == DENSE]
     dense = dense.groupby(keys, dropna=False)[list(COST_COLUMNS)].mean().add_prefix("dense_").reset_index()
-    merged = frame.merge(dense, on=keys, how="left", indicator=True)
+    merged = frame.merge(dense, on=keys, how="left", indicator=True).drop(columns=keys)
     merged["has_dense"] = merged.pop("_merge") == "both"
     merged["speedup"] = merged["dense_time_per_image_s"] / merged["time_per_image_s"]
 
@@ -108,6 +114,26 @@ def ratios_to_dense(inversion: pd.DataFrame) -> pd.DataFrame:
     merged["memory_reduction_pct"] = reduction("peak_memory_bytes")
     merged["memory_after_stop_reduction_pct"] = reduction("peak_memory_after_last_stop_bytes")
     return merged.drop(columns=[c for c in merged if c.startswith("dense_")])
+
+
+# The time protocol of a timing record (smi time-inversions): interleaved rounds in one job.
+ISOLATED_PROTOCOL = "interleaved"
+TIMING_KEYS: tuple[str, ...] = ("dataset", "teacher", "method")
+
+
+def isolated_timings(summary: pd.DataFrame) -> pd.DataFrame:
+    """The timing job's rows (one per timed method): ``time_per_image_s`` and ``speedup`` are
+    medians over interleaved rounds, taken with the machine to the job alone.
+
+    Returns:
+        Rows of ``kind == "timing"`` with the :data:`TIMING_KEYS` filled (empty frame if none).
+    """
+    if summary.empty or "kind" not in summary:
+        return pd.DataFrame(columns=[*TIMING_KEYS, "time_per_image_s", "speedup"])
+    timing = fill_keys(summary[summary["kind"] == "timing"], TIMING_KEYS)
+    for col in ("time_per_image_s", "speedup"):
+        timing[col] = pd.to_numeric(timing[col], errors="coerce") if col in timing else np.nan
+    return timing
 
 
 def first_epoch_reaching(curve: pd.DataFrame, threshold: float) -> float:

@@ -26,8 +26,8 @@ from smi.report.aggregate import Aggregate
 from smi.report.defaults import DEFAULT_TARGET_FRACTION
 from smi.report.render import HIGHER, LOWER, Column, Table, write_table
 from smi.report.stats import (
-    DENSE, MISSING_KEY, REFERENCE_SOURCES, fill_keys, first_epoch_reaching, method_sort_key, ratios_to_dense,
-    seed_stats,
+    DENSE, MISSING_KEY, REFERENCE_SOURCES, fill_keys, first_epoch_reaching, isolated_timings, method_sort_key,
+    ratios_to_dense, seed_stats,
 )
 
 BYTES_PER_MIB = 2**20
@@ -83,11 +83,22 @@ def _seed_note(frame: pd.DataFrame) -> str:
     if "seed" not in frame:
         return SEED_NOTE
     seeds = sorted(frame["seed"].dropna().unique().tolist())
-    return f"{SEED_NOTE} Seeds: {', '.join(str(s) for s in seeds) or 'none recorded'}."
+    note = f"{SEED_NOTE} Seeds: {', '.join(str(s) for s in seeds) or 'none recorded'}."
+    teacher_seeds = sorted({str(s) for s in frame.get("teacher_seed", pd.Series(dtype=object)).dropna()} - {MISSING_KEY})
+    if len(teacher_seeds) > 1:
+        note += (f" Teacher seeds: {', '.join(teacher_seeds)} (each trains its own teacher); a cell pools every "
+                 "teacher seed and inversion seed of its teacher, so its std includes the teacher's variance.")
+    return note
 
 
 def efficiency_table(summary: pd.DataFrame) -> Table:
-    """Table 1: inversion cost per teacher and method, relative to dense inversion."""
+    """Table 1: inversion cost per teacher and method, relative to dense inversion.
+
+    Time per image and speed-up come from the isolated timing job of each teacher (``kind`` =
+    timing, :func:`smi.report.stats.isolated_timings`) when the run has one; otherwise from the
+    inversion jobs' own wall times, which the notes then say were not isolated. FLOPs and memory
+    come from the inversion jobs (exact counts).
+    """
     index = ("dataset", "teacher", "method")
     title = "Inversion efficiency per image (relative to dense inversion)"
     inv = _records(summary, "inversion", index)
@@ -98,9 +109,8 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
     frame = ratios_to_dense(inv)
     frame["peak_memory_mib"] = frame["peak_memory_bytes"] / BYTES_PER_MIB
     frame["memory_after_stop_mib"] = frame["peak_memory_after_last_stop_bytes"] / BYTES_PER_MIB
+    time_col, speedup_col = Column("Time / image (s)", LOWER, None), Column("Speed-up (×)", HIGHER, 2)
     specs = [
-        ("time_per_image_s", Column("Time / image (s)", LOWER, None)),
-        ("speedup", Column("Speed-up (×)", HIGHER, 2)),
         ("gflops_per_image", Column("GFLOPs / image", LOWER, None)),
         ("flops_reduction_pct", Column("FLOPs reduction (%)", HIGHER, 2)),
         ("peak_memory_mib", Column("Peak memory (MiB)", LOWER, None)),
@@ -108,12 +118,23 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
         ("memory_after_stop_mib", Column("Memory after last stop (MiB)", LOWER, None)),
         ("memory_after_stop_reduction_pct", Column("Reduction after last stop (%)", HIGHER, 2)),
     ]
-    cells = pd.concat([_cells(frame, index, value, col.label) for value, col in specs], ignore_index=True)
+    timing = isolated_timings(summary)
+    timing = timing.merge(frame[list(index)].drop_duplicates(), on=list(index))  # rows the table lists
+    if timing.empty:
+        time_cells = [_cells(frame, index, "time_per_image_s", time_col.label), _cells(frame, index, "speedup", speedup_col.label)]
+        time_notes = ["Times: each inversion job's own wall time; jobs ran beside other jobs, so times and speed-ups "
+                      "are not isolated (enable `timing` for isolated ones)."]
+    else:
+        time_cells = [_cells(timing, index, "time_per_image_s", time_col.label),
+                      _cells(timing, index, "speedup", speedup_col.label)]
+        time_notes = [_timing_note(timing, frame)]
+    cells = pd.concat([*time_cells, *(_cells(frame, index, value, col.label) for value, col in specs)], ignore_index=True)
     notes = [
         _seed_note(frame),
         f"Image sources without inversion ({', '.join(REFERENCE_SOURCES)}) are not listed.",
-        "Speed-up = dense time per image / method time per image; reductions = 100 × (1 − method / dense); "
-        "each ratio is taken per seed against the dense run with the same dataset, teacher and seed.",
+        *time_notes,
+        "Reductions = 100 × (1 − method / dense), taken per seed against the dense run with the same dataset, "
+        "teacher and seed (FLOPs and memory are exact counts of the inversion jobs).",
     ]
     kinds = sorted(set(frame["memory_kind"].dropna().astype(str)) & set(MEMORY_KINDS)) if "memory_kind" in frame else []
     if kinds:
@@ -126,8 +147,29 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
         notes.append(
             "Speed-up and reductions are empty where no dense run matches (" + ", ".join(pairs) + ")."
         )
-    return Table("efficiency", title, index, [c for _, c in specs], _sorted_rows(frame, index, "method"),
-                 cells, group=("dataset", "teacher"), notes=notes)
+    return Table("efficiency", title, index, [time_col, speedup_col, *(c for _, c in specs)],
+                 _sorted_rows(frame, index, "method"), cells, group=("dataset", "teacher"), notes=notes)
+
+
+def _timing_note(timing: pd.DataFrame, frame: pd.DataFrame) -> str:
+    """How the isolated times were taken, and which listed methods they do not cover."""
+    def values(col: str) -> str:
+        found = sorted({_int_text(v) for v in pd.to_numeric(timing.get(col, pd.Series(dtype=float)), errors="coerce").dropna()})
+        return "/".join(found) or "?"
+
+    note = (f"Time / image and speed-up: one timing job per teacher (`smi time-inversions`) with the machine to "
+            f"itself timed every method's inversion loop in {values('rounds')} interleaved rounds, "
+            f"{values('timed_iterations')} of the run's {values('full_iterations')} iterations with the stopping "
+            f"schedules compressed in proportion, on the batch each inversion job uses; cells are the median over "
+            f"the rounds, speed-up = dense time / method time within each round. The inversion jobs' own wall "
+            f"times (summary.csv) shared the machine and are not used.")
+    keys = ["dataset", "teacher", "method"]
+    timed = set(map(tuple, timing[keys].astype(str).to_numpy()))
+    untimed = sorted({"/".join(k) for k in map(tuple, frame[keys].astype(str).to_numpy()) if k not in timed})
+    if untimed:
+        note += (" Not timed in isolation (external commands, or teachers without a timing job): "
+                 + ", ".join(untimed) + "; their time and speed-up cells are empty.")
+    return note
 
 
 def _varying(frame: pd.DataFrame, column: str) -> bool:
@@ -184,8 +226,9 @@ def quantization_table(summary: pd.DataFrame) -> Table:
     notes = [_seed_note(quant)]
     fp_label = "FP (reference)"
     if "fp_top1" in quant and quant["fp_top1"].notna().any():
-        # The unquantized model is evaluated once per job; identical repeats are one measurement.
-        fp = quant[["column", "fp_top1"]].dropna().drop_duplicates()
+        # The unquantized model is evaluated once per job; identical repeats are one measurement
+        # (per teacher seed: each seed is its own teacher).
+        fp = quant[["column", *_teacher_seed_column(quant), "fp_top1"]].dropna(subset=["fp_top1"]).drop_duplicates()
         fp = fp.assign(calibration=fp_label, **({ESTIMATOR_COLUMN: ""} if by_estimator else {}))
         fp_cells = seed_stats(fp, [*index, "column"], "fp_top1").assign(note="")
         cells = pd.concat([fp_cells, cells], ignore_index=True)
@@ -203,6 +246,11 @@ def quantization_table(summary: pd.DataFrame) -> Table:
             value = quant[c].dropna().iloc[0]
             notes.append(f"{c.replace('_', ' ').capitalize()}: {_int_text(value) if c == 'calib_size' else value}.")
     return Table("quantization", title, index, columns, rows, cells, group=index[:-1], notes=notes)
+
+
+def _teacher_seed_column(frame: pd.DataFrame) -> list[str]:
+    """``["teacher_seed"]`` where the records name it: reference rows are one per teacher."""
+    return ["teacher_seed"] if "teacher_seed" in frame and frame["teacher_seed"].notna().any() else []
 
 
 def _int_text(value: object) -> str:
@@ -239,7 +287,8 @@ def distillation_table(summary: pd.DataFrame, curves: pd.DataFrame,
     cells.append(epoch_cells)
     notes += epoch_notes
     if "teacher_top1" in dist and dist["teacher_top1"].notna().any():
-        ref = dist[[*group, "teacher_top1"]].dropna().drop_duplicates().assign(method="Teacher (reference)")
+        ref = dist[[*group, *_teacher_seed_column(dist), "teacher_top1"]].dropna(subset=["teacher_top1"]).drop_duplicates()
+        ref = ref.assign(method="Teacher (reference)")
         cells.append(_cells(ref, index, "teacher_top1", top1.label))
         ref_rows = ref[list(index)].drop_duplicates().assign(reference=True)
         # The teacher row heads its group, like the FP row of the quantization table.

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shlex
 import sys
 
@@ -24,11 +25,17 @@ BITS = [tuple(b) for b in config["quantization"]["bits"]]
 # One range estimator or a list; each gets its own records, min/max in the historical w<W>a<A> folders.
 _ESTIMATORS = config["quantization"]["range_estimator"]
 ESTIMATORS = [_ESTIMATORS] if isinstance(_ESTIMATORS, str) else list(_ESTIMATORS)
+STUDENTS = config["distillation"]["students"]
+TIMING = config.get("timing", {})
+# A teacher instance is one trained teacher: the teacher id for teacher seed 0 (so that runs
+# with one teacher seed keep their paths), "<id>.tseed<k>" for teacher seed k.
+TEACHER_SEED_SUFFIX = ".tseed"
+_INSTANCE = re.compile(rf"^(?P<id>.+){re.escape(TEACHER_SEED_SUFFIX)}(?P<seed>[0-9]+)$")
 
 
 def quant_dir(w, a, estimator):
+    """The folder of one bits x estimator pair (min/max keeps the historical w<W>a<A>)."""
     return f"w{w}a{a}" if estimator == "minmax" else f"w{w}a{a}-{estimator}"
-STUDENTS = config["distillation"]["students"]
 
 
 def _check_config():
@@ -51,6 +58,13 @@ def _check_config():
     overlap = set(config["methods"]) & set(EXTERNAL)
     if overlap:
         raise WorkflowError(f"method labels {sorted(overlap)} are both in 'methods' and 'external_methods'; rename one.")
+
+
+def _check_teacher_ids():
+    """Teacher ids must not look like teacher instances (paths would collide)."""
+    for teacher_id in config["teachers"]:
+        if _INSTANCE.match(teacher_id):
+            raise WorkflowError(f"teacher id {teacher_id!r} ends like a teacher-seed suffix ({TEACHER_SEED_SUFFIX}<k>); rename it.")
 
 
 def distill_methods(exp):
@@ -103,9 +117,35 @@ def experiment(dataset_id, teacher_id):
     raise WorkflowError(f"no experiment for dataset {dataset_id!r} and teacher {teacher_id!r}")
 
 
+def teacher_seeds(exp):
+    """The experiment's teacher seeds: each trains its own teacher (default: one, seed 0)."""
+    return exp.get("teacher_seeds") or [0]
+
+
+def teacher_instance(teacher_id, teacher_seed):
+    """The path name of the teacher trained with ``teacher_seed`` (see TEACHER_SEED_SUFFIX)."""
+    return teacher_id if int(teacher_seed) == 0 else f"{teacher_id}{TEACHER_SEED_SUFFIX}{teacher_seed}"
+
+
+def teacher_instances(exp):
+    return [teacher_instance(exp["teacher"], s) for s in teacher_seeds(exp)]
+
+
+def teacher_id(wildcards):
+    """The config's teacher id of the ``{teacher}`` wildcard (a teacher instance)."""
+    match = _INSTANCE.match(wildcards.teacher)
+    return match["id"] if match else wildcards.teacher
+
+
+def teacher_seed(wildcards):
+    """The teacher seed of the ``{teacher}`` wildcard (0 without a suffix)."""
+    match = _INSTANCE.match(wildcards.teacher)
+    return int(match["seed"]) if match else 0
+
+
 def num_images(wildcards):
     """Images per method and seed: the experiment's own count or the global one."""
-    return experiment(wildcards.dataset, wildcards.teacher).get("num_images") or config["inversion"]["num_images"]
+    return experiment(wildcards.dataset, teacher_id(wildcards)).get("num_images") or config["inversion"]["num_images"]
 
 
 def teacher_file(wildcards):
@@ -119,8 +159,8 @@ def image_set(wildcards, label=None):
 
 def inversion_metrics():
     return [
-        f"{R}/images/{e['dataset']}/{e['teacher']}/{m}/seed{s}.json"
-        for e in config["experiments"] for m in e["methods"] for s in e["seeds"]
+        f"{R}/images/{e['dataset']}/{t}/{m}/seed{s}.json"
+        for e in config["experiments"] for t in teacher_instances(e) for m in e["methods"] for s in e["seeds"]
     ]
 
 
@@ -129,31 +169,50 @@ def image_sets():
 
 
 def teacher_metrics():
-    pairs = sorted({(e["dataset"], e["teacher"]) for e in config["experiments"]})
+    pairs = sorted({(e["dataset"], t) for e in config["experiments"] for t in teacher_instances(e)})
     return [f"{R}/teachers/{d}/{t}.json" for d, t in pairs]
 
 
 def quant_metrics():
     return [
-        f"{R}/quant/{e['dataset']}/{e['teacher']}/{m}/{quant_dir(w, a, est)}/seed{s}.json"
-        for e in config["experiments"] if e["quantize"]
+        f"{R}/quant/{e['dataset']}/{t}/{m}/{quant_dir(w, a, est)}/seed{s}.json"
+        for e in config["experiments"] if e["quantize"] for t in teacher_instances(e)
         for m in e["methods"] for s in e["seeds"] for w, a in BITS for est in ESTIMATORS
     ]
 
 
 def distill_metrics():
     return [
-        f"{R}/kd/{e['dataset']}/{e['teacher']}/{st}/{m}/seed{s}.json"
-        for e in config["experiments"] for m in distill_methods(e) for s in e["seeds"] for st in experiment_students(e)
+        f"{R}/kd/{e['dataset']}/{t}/{st}/{m}/seed{s}.json"
+        for e in config["experiments"] for t in teacher_instances(e)
+        for m in distill_methods(e) for s in e["seeds"] for st in experiment_students(e)
     ]
 
 
 def foreground_metrics():
-    return [f"{R}/foreground/{e['dataset']}/{e['teacher']}.json" for e in config["experiments"] if e["foreground"]]
+    return [
+        f"{R}/foreground/{e['dataset']}/{t}.json"
+        for e in config["experiments"] if e["foreground"] for t in teacher_instances(e)
+    ]
+
+
+def timed_methods(exp):
+    """Labels the timing job gets: the experiment's registered methods (it skips image sources
+    such as noise and real data). External commands cannot be timed in its process."""
+    return [m for m in exp["methods"] if m in config["methods"]]
+
+
+def timing_metrics():
+    """One timing record per experiment, on its first teacher seed (costs do not depend on the weights)."""
+    return [
+        f"{R}/timing/{e['dataset']}/{teacher_instances(e)[0]}.json"
+        for e in config["experiments"] if TIMING.get("enabled", True) and timed_methods(e)
+    ]
 
 
 def all_metrics():
-    return teacher_metrics() + inversion_metrics() + quant_metrics() + distill_metrics() + foreground_metrics()
+    return (teacher_metrics() + inversion_metrics() + quant_metrics() + distill_metrics() + foreground_metrics()
+            + timing_metrics())
 
 
 def _validate():
@@ -164,6 +223,7 @@ def _validate():
     folders, weights files, CUDA) to plan a run for another one. Jobs re-parsing this file on a cluster node skip the checks.
     """
     _check_config()
+    _check_teacher_ids()
     if workflow.is_main_process:
         check_workflow_config(config, workflow.basedir, jobs_run_here(sys.argv, os.environ),
                               machine_checks_enabled(os.environ))

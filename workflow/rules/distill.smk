@@ -60,6 +60,7 @@ rule distill:
     output:
         KD_OUT,
     params:
+        teacher_id=teacher_id,
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
         student_spec=lambda w: as_json(STUDENTS[w.student]),
         recipe=as_json(config["distillation"]["recipe"]),
@@ -74,7 +75,7 @@ rule distill:
         runtime=240 if KD_PROTOCOL == "suite" else 7 * 24 * 60,
         gpu=GPU,
     shell:
-        "{SMI} distill --protocol {params.protocol} --teacher {input.teacher} --teacher-id {wildcards.teacher}"
+        "{SMI} distill --protocol {params.protocol} --teacher {input.teacher} --teacher-id {params.teacher_id}"
         " --dataset-spec {params.dataset_spec} --method {wildcards.method} {params.protocol_args}"
         " --student-spec {params.student_spec} --student-id {wildcards.student} --recipe {params.recipe}"
         " --seed {wildcards.seed} --out {output}"

@@ -22,6 +22,7 @@ rule invert_external:
     wildcard_constraints:
         method=_label_pattern(EXTERNAL),
     params:
+        teacher_id=teacher_id,
         command=lambda w: shlex.quote(external_command(w.method)),
         num_images=num_images,
         timeout=lambda w: f"--timeout {EXTERNAL[w.method]['timeout_s']}" if "timeout_s" in EXTERNAL[w.method] else "",
@@ -34,6 +35,6 @@ rule invert_external:
         gpu=GPU,
     shell:
         "{SMI} run-external --name {wildcards.method} --command {params.command}"
-        " --teacher {input.teacher} --teacher-id {wildcards.teacher} --num-images {params.num_images}"
+        " --teacher {input.teacher} --teacher-id {params.teacher_id} --num-images {params.num_images}"
         " --seed {wildcards.seed} --out {output.images} --metrics {output.metrics} --grid {output.grid}"
         " {params.timeout} > {log} 2>&1"

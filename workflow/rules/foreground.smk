@@ -7,6 +7,7 @@ rule foreground:
     output:
         f"{R}/foreground/{{dataset}}/{{teacher}}.json",
     params:
+        teacher_id=teacher_id,
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
         iterations=" ".join(map(str, config["foreground"]["iterations"])),
         ratio=config["foreground"]["ratio"],
@@ -19,6 +20,6 @@ rule foreground:
         runtime=30,
         gpu=GPU,
     shell:
-        "{SMI} foreground --teacher {input.teacher} --teacher-id {wildcards.teacher}"
+        "{SMI} foreground --teacher {input.teacher} --teacher-id {params.teacher_id}"
         " --dataset-spec {params.dataset_spec} --iterations {params.iterations} --ratio {params.ratio}"
         " --num-images {params.num_images} --out {output} --device {DEVICE} --threads {threads} > {log} 2>&1"

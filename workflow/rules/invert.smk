@@ -23,6 +23,7 @@ rule invert:
     wildcard_constraints:
         method=_label_pattern(config["methods"]),
     params:
+        teacher_id=teacher_id,
         method=lambda w: method_entry(w.method)[0],
         method_params=lambda w: as_json(method_entry(w.method)[1]),
         options=as_json(inversion_config()),
@@ -38,7 +39,7 @@ rule invert:
         runtime=240,
         gpu=GPU,
     shell:
-        "{SMI} invert --teacher {input.teacher} --teacher-id {wildcards.teacher}"
+        "{SMI} invert --teacher {input.teacher} --teacher-id {params.teacher_id}"
         " --method {params.method} --label {wildcards.method} --method-params {params.method_params}"
         " --num-images {params.num_images} --batch-size {params.batch_size} --iterations {params.iterations}"
         " --inversion-config {params.options} --dataset-spec {params.dataset_spec} --seed {wildcards.seed}"

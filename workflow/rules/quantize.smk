@@ -15,6 +15,7 @@ rule quantize:
             for est in ESTIMATORS
         ],
     params:
+        teacher_id=teacher_id,
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
         bits=" ".join(f"{w}/{a}" for w, a in BITS),
         calib_size=config["quantization"]["calib_size"],
@@ -29,7 +30,7 @@ rule quantize:
         runtime=60,
         gpu=GPU,
     shell:
-        "{SMI} quantize --teacher {input.teacher} --teacher-id {wildcards.teacher}"
+        "{SMI} quantize --teacher {input.teacher} --teacher-id {params.teacher_id}"
         " --dataset-spec {params.dataset_spec} --calib-set {input.images} --calibration {wildcards.method}"
         " --calib-size {params.calib_size} --bits {params.bits} --range-estimator {params.estimators}"
         " --protocol {params.protocol} --quant-config {params.options} --seed {wildcards.seed}"

@@ -6,7 +6,9 @@ rule train_teacher:
         model=f"{R}/teachers/{{dataset}}/{{teacher}}.pt",
         metrics=f"{R}/teachers/{{dataset}}/{{teacher}}.json",
     params:
-        teacher_spec=lambda w: as_json(teacher_spec(w.teacher, w.dataset)),
+        teacher_spec=lambda w: as_json(teacher_spec(teacher_id(w), w.dataset)),
+        teacher_id=teacher_id,
+        teacher_seed=teacher_seed,
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
     log:
         f"{R}/logs/teachers/{{dataset}}/{{teacher}}.log",
@@ -17,5 +19,5 @@ rule train_teacher:
         gpu=GPU,
     shell:
         "{SMI} train-teacher --teacher-spec {params.teacher_spec} --dataset-spec {params.dataset_spec}"
-        " --teacher-id {wildcards.teacher} --out {output.model} --metrics {output.metrics}"
+        " --teacher-id {params.teacher_id} --seed {params.teacher_seed} --out {output.model} --metrics {output.metrics}"
         " --device {DEVICE} --threads {threads} {PROGRESS} > {log} 2>&1"

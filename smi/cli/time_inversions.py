@@ -1,0 +1,117 @@
+"""``smi time-inversions``: time every inversion method of one teacher, interleaved, in one job.
+
+The inversion jobs of a workflow share the machine with other jobs, so their own wall times
+depend on their neighbours. This step times the methods' optimisation loops side by side in
+one process (:func:`smi.bench.time_methods`): each round runs every method once in the same
+order, on the batch its inversion job uses, with the iterations and every stopping schedule
+compressed by the same factor; the record holds the median time per output image over the
+rounds and the speed-up against dense inversion taken within each round. The workflow gives
+this job the whole machine (nothing runs beside it). FLOPs and memory are not measured here:
+the inversion jobs count them exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from smi.cli._common import add_device_arguments, json_arg, resolve_device
+from smi.config import config_hash, from_dict, to_dict
+from smi.errors import SMIError
+from smi.io import provenance, write_json
+
+COMMAND = "time-inversions"
+HELP = "Time several inversion methods on one teacher, interleaved in rounds; write speed-ups against dense."
+#: What the record says about how its times were taken (shown in the efficiency table's notes).
+PROTOCOL = "interleaved"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
+    parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: model name)")
+    parser.add_argument(
+        "--methods", type=json_arg, required=True,
+        help='label -> {"method": registered name (default: the label), "params": {...}} as a JSON object',
+    )
+    parser.add_argument("--num-images", type=int, required=True, help="output images of each inversion job (sets the batch a method runs)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images optimised together in the inversion jobs")
+    parser.add_argument("--iterations", type=int, default=None, help="iterations of the inversion jobs")
+    parser.add_argument(
+        "--timed-iterations", type=int, default=None,
+        help="iterations of each timed run (default: --iterations); schedules are compressed in proportion",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported; at least 3 recommended)")
+    parser.add_argument("--reference", default="dense", help="label speed-ups are taken against (default: dense)")
+    parser.add_argument("--inversion-config", type=json_arg, default={}, help="other InversionConfig keys as JSON (lr, tv_l2, ...)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="timing record (JSON) to write")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_device_arguments(parser)
+
+
+def _methods(spec: Any) -> dict[str, Any]:
+    """Label -> method instance from the ``--methods`` JSON."""
+    from smi.registry import create_method
+
+    if not isinstance(spec, dict) or not spec:
+        raise SMIError('--methods must be a non-empty JSON object: {"label": {"method": "smi", "params": {...}}, ...}.')
+    methods = {}
+    for label, entry in spec.items():
+        entry = entry or {}
+        if not isinstance(entry, dict) or set(entry) - {"method", "params"}:
+            raise SMIError(f"--methods entry {label!r} must be an object with only 'method' and 'params' keys, got {entry!r}.")
+        methods[label] = create_method(entry.get("method") or label, entry.get("params") or {})
+    return methods
+
+
+def run(args: argparse.Namespace) -> int:
+    from smi.bench import TimingResult, time_methods
+    from smi.inversion import InversionConfig
+    from smi.teachers import load_teacher
+
+    if args.rounds < 1:
+        raise SMIError(f"--rounds must be at least 1, got {args.rounds}.")
+    device = resolve_device(args)
+    methods = _methods(args.methods)
+    # Image sources (noise, real data) run no inversion: nothing to time.
+    skipped = {label: "image source without inversion" for label, m in methods.items() if not m.synthesizes}
+    methods = {label: m for label, m in methods.items() if label not in skipped}
+    overrides = dict(args.inversion_config)
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    if args.iterations is not None:
+        overrides["iterations"] = args.iterations
+    full = from_dict(InversionConfig, overrides, "the inversion config")
+    timed_iterations = args.timed_iterations or full.iterations
+    if not 1 <= timed_iterations <= full.iterations:
+        raise SMIError(f"--timed-iterations {timed_iterations} must lie in [1, {full.iterations}] (the run's iterations).")
+    config = from_dict(InversionConfig, {**to_dict(full), "iterations": timed_iterations}, "the timed inversion config")
+    teacher = load_teacher(args.teacher, device=device)
+    if methods:
+        result = time_methods(teacher, methods, config, args.num_images, args.rounds, full.iterations, args.reference,
+                              device, args.seed, progress=not args.no_progress)  # fmt: skip
+    else:  # only image sources: an empty record keeps the workflow's target list simple
+        result = TimingResult({}, config.iterations, full.iterations, args.rounds, None)
+    descriptions = {label: m.describe() for label, m in methods.items()}
+    chash = config_hash(descriptions, to_dict(config), full.iterations, args.num_images, args.rounds, teacher.model_name)
+    record = {
+        "kind": "timing",
+        "dataset": teacher.dataset,
+        "teacher": args.teacher_id or teacher.model_name,
+        "teacher_seed": teacher.metadata.get("seed"),
+        "model_name": teacher.model_name,
+        "seed": args.seed,
+        "time_protocol": PROTOCOL,
+        "rounds": result.rounds,
+        "timed_iterations": result.iterations,
+        "full_iterations": result.full_iterations,
+        "reference": result.reference,
+        "timings": result.rows(),
+        "not_timed": skipped,
+        "provenance": provenance(device, args.seed, chash),
+    }
+    write_json(args.out, record)
+    for row in record["timings"]:
+        speedup = f", {row['speedup']:.2f}x vs {result.reference}" if row["speedup"] is not None else ""
+        print(f"{row['method']}: {row['time_per_image_s'] * 1e3:.2f} ms/image (median of {result.rounds}){speedup}")
+    return 0
