@@ -73,7 +73,7 @@ def test_time_methods_refuses_image_sources(tiny_teacher) -> None:
 
 def test_time_inversions_writes_one_record_for_every_method(teacher_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "timing.json"
-    methods = {"noise": {}, "dense": {}, "smi": {"params": {"iterations": [4, 8], "ratio": 0.5}}}
+    methods = {"noise": {}, "dense": {}, "smi": {"params": {"iterations": [2, 4], "ratio": 0.5}}}
     code = main(["time-inversions", "--teacher", str(teacher_file), "--teacher-id", "tiny", "--methods", json.dumps(methods),
                  "--num-images", "4", "--batch-size", "4", "--iterations", "8", "--timed-iterations", "4",
                  "--rounds", "3", "--out", str(out), "--no-progress"])  # fmt: skip
