@@ -45,6 +45,7 @@ PLACEHOLDERS: dict[str, str] = {
     "img_size": "teacher's input side in pixels",
     "patch_size": "teacher's patch side in pixels",
     "device": "the --device value (cpu, cuda, cuda:N)",
+    "threads": "the --threads value (CPU threads; also set as OMP_NUM_THREADS and MKL_NUM_THREADS)",
     "python": "the Python interpreter running smi",
 }
 
@@ -66,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--grid", default=None, help="PNG grid of the images to write")
     parser.add_argument("--device", default="cpu", help="device handed to the command as {device} and recorded in provenance")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads handed to the command as {threads} and OMP/MKL_NUM_THREADS (default 1)")  # fmt: skip
 
 
 def render_command(template: str, values: dict[str, Any]) -> str:
@@ -156,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_images < 1:
         raise SMIError(f"--num-images must be >= 1, got {args.num_images}.")
+    if args.threads < 1:
+        raise SMIError(f"--threads must be >= 1, got {args.threads}.")
+    torch.set_num_threads(args.threads)
     teacher = load_teacher(args.teacher, device="cpu")
     vit = TokenSubsetViT(teacher.model)
     out = Path(args.out)
@@ -167,12 +173,14 @@ def run(args: argparse.Namespace) -> int:
     values = {
         "teacher": args.teacher, "out": raw, "num_images": args.num_images, "seed": args.seed,
         "num_classes": teacher.num_classes, "img_size": teacher.input_size[1], "patch_size": vit.patch_size[0],
-        "device": args.device, "python": sys.executable,
+        "device": args.device, "threads": args.threads, "python": sys.executable,
     }  # fmt: skip
     command = render_command(args.template, values)
     try:
         start = time.perf_counter()
-        completed = subprocess.run(command, shell=True, check=False)
+        # The thread count reaches commands that ignore {threads} through the usual variables.
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+        completed = subprocess.run(command, shell=True, check=False, env=env)
         wall = time.perf_counter() - start
         if completed.returncode != 0:
             raise SMIError(f"external method {args.name!r} failed with exit status {completed.returncode}: {command}")

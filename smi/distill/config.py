@@ -7,7 +7,7 @@ from typing import Any
 
 from smi.errors import SMIError
 
-STUDENT_INITS: tuple[str, ...] = ("scratch", "checkpoint")
+STUDENT_INITS: tuple[str, ...] = ("scratch", "checkpoint", "pretrained")
 STUDENT_TRAINING: tuple[str, ...] = ("full", "linear")
 AUGMENTATIONS: tuple[str, ...] = ("patch_shift_flip", "flip", "none")
 # Knowledge-transfer temperature of the SMI paper (Hu et al., ICML 2024).
@@ -25,8 +25,11 @@ class StudentSpec:
             the teacher's patch grid (the keep masks are defined on it).
         init: ``scratch`` (random initialisation) or ``checkpoint`` (the paper's protocol: a
             pretrained student whose classifier head is replaced for the teacher's classes).
+            ``pretrained`` is the same with timm's pretrained weights of ``model``: from
+            ``checkpoint`` when given (the file ``smi fetch-weights`` saves, for offline
+            nodes), else from the timm / Hugging Face cache or hub.
         checkpoint: Weights file for ``init='checkpoint'`` (a teacher file of this suite or a
-            plain timm checkpoint); its classifier head is dropped.
+            plain timm checkpoint) or ``init='pretrained'``; its classifier head is dropped.
         train: ``full`` fine-tuning or ``linear`` (only the new head is trained).
     """
 

@@ -6,11 +6,12 @@ rule distill:
         teacher=teacher_file,
         images=image_set,
         inversion=lambda w: image_set(w)[: -len(".pt")] + ".json",
+        student_weights=student_weights,  # fetched pretrained weights (teachers.smk), if any
     output:
         f"{R}/kd/{{dataset}}/{{teacher}}/{{student}}/{{method}}/seed{{seed}}.json",
     params:
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
-        student_spec=lambda w: as_json(STUDENTS[w.student]),
+        student_spec=lambda w: as_json(student_job_spec(w.student)),
         recipe=as_json(config["distillation"]["recipe"]),
         budget=(
             f"--budget-gflops {config['distillation']['budget_gflops']}"

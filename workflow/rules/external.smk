@@ -35,4 +35,4 @@ rule invert_external:
         "{SMI} run-external --name {wildcards.method} --command {params.command}"
         " --teacher {input.teacher} --teacher-id {wildcards.teacher} --num-images {params.num_images}"
         " --seed {wildcards.seed} --out {output.images} --metrics {output.metrics} --grid {output.grid}"
-        " > {log} 2>&1"
+        " --device {DEVICE} --threads {threads} > {log} 2>&1"
