@@ -197,7 +197,7 @@ def _rows(path: Path) -> list[list[str]]:
     rows = []
     for line in path.read_text().splitlines():
         if line.startswith("|") and not set(line) <= set("|-: "):
-            rows.append([c.strip() for c in line.strip("|").split("|")])
+            rows.append([c.strip().strip("*") for c in line.strip("|").split("|")])  # bold marks the best cell
     return rows[1:]  # the first row is the header
 
 
