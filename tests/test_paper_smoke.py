@@ -55,7 +55,7 @@ SMALL_IMG_SIZE = 64
 PRETRAINED_SOURCES = ("pretrained", "finetune")
 # Smallest gap between two stopping iterations of a rescaled schedule.
 MIN_STOP_GAP = 1
-TIMEOUT_S = 1800
+TIMEOUT_S = 3600  # a hang guard: about 10 min on 2 idle cores, far longer on shared ones
 
 
 def rescale_schedule(stops: list[int], old_total: int, new_total: int) -> list[int]:
