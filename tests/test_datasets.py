@@ -7,51 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from scipy.io import savemat
 
 from smi.data import DATASETS, DatasetSpec, load_dataset, num_classes, splits, suite_data_config
 from smi.data.shapes import NUM_CLASSES, ShapesOptions, generate
 from smi.errors import SMIError
+from tests.layouts import imagenet_wnids, jpeg as _jpeg, make_classfolders, make_cub, make_flowers
 
 DC16 = suite_data_config(16)
 IMAGENET_DC = {"input_size": (3, 24, 24), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
                "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center"}  # fmt: skip
-
-
-def _jpeg(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
-def make_classfolders(root: Path, classes: list[str], splits_: tuple[str, ...] = ("train", "val"), per: int = 2) -> Path:
-    for s, split in enumerate(splits_):
-        for c, name in enumerate(classes):
-            for i in range(per):
-                _jpeg(root / split / name / f"img_{i}.JPEG", seed=100 * s + 10 * c + i)
-    return root
-
-
-def make_flowers(root: Path, num_images: int = 9, classes: int = 3) -> Path:
-    for i in range(1, num_images + 1):
-        _jpeg(root / "jpg" / f"image_{i:05d}.jpg", seed=i)
-    labels = np.array([[1 + (i % classes) for i in range(num_images)]])
-    savemat(root / "imagelabels.mat", {"labels": labels})
-    savemat(root / "setid.mat", {"trnid": np.array([[1, 2, 3]]), "valid": np.array([[4]]),
-                                 "tstid": np.array([[5, 6, 7, 8, 9]])})  # fmt: skip
-    return root
-
-
-def make_cub(root: Path) -> Path:
-    rows = [(1, "001.Albatross/a.jpg", 1, 1), (2, "001.Albatross/b.jpg", 1, 0),
-            (3, "002.Auklet/c.jpg", 2, 1), (4, "002.Auklet/d.jpg", 2, 0), (5, "002.Auklet/e.jpg", 2, 0)]  # fmt: skip
-    for i, rel, _, _ in rows:
-        _jpeg(root / "images" / rel, seed=i)
-    (root / "images.txt").write_text("".join(f"{i} {rel}\n" for i, rel, _, _ in rows))
-    (root / "image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, _, c, _ in rows))
-    (root / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, _, _, t in rows))
-    return root
 
 
 # ---------------------------------------------------------------- specs
@@ -136,9 +101,9 @@ def test_shapes_generation_size_differs_from_input_size() -> None:
 
 # ---------------------------------------------------------------- folders
 def test_imagenet_layout_with_timm_transform(tmp_path: Path) -> None:
-    root = make_classfolders(tmp_path / "inet", ["n01", "n02", "n03"])
+    root = make_classfolders(tmp_path / "inet", imagenet_wnids()[:3])
     spec = DatasetSpec("imagenet", root=str(root))
-    assert num_classes(spec) == 3
+    assert num_classes(spec) == 1000, "ImageNet labels index the canonical 1000-class list"
     val = load_dataset(spec, "test", IMAGENET_DC)
     assert len(val) == 6 and sorted({label for _, label in val.samples}) == [0, 1, 2]
     image, label = val[0]
@@ -146,6 +111,26 @@ def test_imagenet_layout_with_timm_transform(tmp_path: Path) -> None:
     assert image.min() < 0, "normalised with the ImageNet mean/std"
     sub = load_dataset(DatasetSpec("imagenet", root=str(root), options={"max_images": 4}), "train", IMAGENET_DC)
     assert len(sub) == 4
+
+
+def test_imagenet_subset_keeps_the_canonical_labels(tmp_path: Path) -> None:
+    # Three classes from the middle of the list: sorted folder indices would be 0, 1, 2 and a
+    # 1000-class head would be scored against the wrong classes.
+    wnids = imagenet_wnids()
+    chosen = [wnids[7], wnids[500], wnids[999]]
+    root = make_classfolders(tmp_path / "inet", chosen, per=1)
+    spec = DatasetSpec("imagenet", root=str(root))
+    assert num_classes(spec) == 1000
+    for split in ("train", "test"):
+        samples = load_dataset(spec, split, IMAGENET_DC).samples
+        assert {Path(path).parent.name: label for path, label in samples} == {wnids[7]: 7, wnids[500]: 500,
+                                                                              wnids[999]: 999}  # fmt: skip
+
+
+def test_imagenet_folders_that_are_not_wnids_are_refused(tmp_path: Path) -> None:
+    root = make_classfolders(tmp_path / "inet", ["cat", "dog", "n01440764"], per=1)
+    with pytest.raises(SMIError, match=r"\['cat', 'dog'\].*not ILSVRC-2012 wnids.*imagefolder"):
+        num_classes(DatasetSpec("imagenet", root=str(root)))
 
 
 def test_imagefolder_accepts_test_or_val(tmp_path: Path) -> None:
@@ -185,7 +170,7 @@ def test_cub_layout(tmp_path: Path) -> None:
 )
 def test_bad_layouts_name_the_file_and_layout(tmp_path: Path, name: str, breaks, message: str) -> None:
     builders = {"flowers102": make_flowers, "cub200": make_cub,
-                "imagenet": lambda r: make_classfolders(r, ["n01", "n02"])}  # fmt: skip
+                "imagenet": lambda r: make_classfolders(r, imagenet_wnids()[:2])}  # fmt: skip
     root = builders[name](tmp_path / name)
     breaks(root)
     with pytest.raises(SMIError, match=message):

@@ -122,3 +122,35 @@ def test_render_command_quotes_values_and_rejects_unknown_placeholders() -> None
         render_command("x {}", values)
     with pytest.raises(SMIError, match="malformed"):
         render_command("x {out", values)
+
+
+def test_command_receives_the_device_and_threads(tmp_path, teacher_file) -> None:
+    body = (
+        "import os\n"
+        "open(out + '.seen', 'w').write(' '.join(sys.argv[2:] + [os.environ['OMP_NUM_THREADS']]))\n"
+        "import torch\n"
+        "torch.save({'images': torch.rand(6, 3, 32, 32), 'targets': torch.arange(6)}, out)\n"
+    )
+    command = _writer(tmp_path, body) + " {device} {threads}; cp {out}.seen " + shlex.quote(str(tmp_path / "seen"))
+    assert main([
+        "run-external", "--name", "probe", "--command", command, "--teacher", str(teacher_file),
+        "--num-images", "6", "--out", str(tmp_path / "out" / "set.pt"), "--metrics", str(tmp_path / "out" / "set.json"),
+        "--device", "cuda:1", "--threads", "3",
+    ]) == 0  # fmt: skip
+    assert (tmp_path / "seen").read_text() == "cuda:1 3 3"
+
+
+def test_workflow_passes_the_configured_device_and_threads(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(tmp_path),
+         "-n", "-p", "--cores", "4", "--configfile", str(repo / "config" / "ci.yaml"), "--config", "device=cuda:1",
+         "threads=3"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = [line for line in proc.stdout.splitlines() if "run-external" in line]
+    assert commands and all("--device cuda:1 --threads 3" in line for line in commands), commands

@@ -53,6 +53,7 @@ PLACEHOLDERS: dict[str, str] = {
     "img_size": "teacher's input side in pixels",
     "patch_size": "teacher's patch side in pixels",
     "device": "the --device value (cpu, cuda, cuda:N)",
+    "threads": "the --threads value (CPU threads; also set as OMP_NUM_THREADS and MKL_NUM_THREADS)",
     "python": "the Python interpreter running smi",
 }
 
@@ -76,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="device handed to the command as {device} and recorded in provenance")
     parser.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S,
                         help="seconds after which the command is stopped and the step fails (default: %(default)g, 24 h)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="CPU threads handed to the command as {threads} and OMP/MKL_NUM_THREADS (default 1)")  # fmt: skip
     add_foreign_set_argument(parser)
 
 
@@ -166,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from smi.synthesize import teacher_description
     from smi.teachers import load_teacher
 
+    torch.set_num_threads(args.threads)
     teacher = load_teacher(args.teacher, device="cpu")
     vit = TokenSubsetViT(teacher.model)
     out = Path(args.out)
@@ -177,13 +181,15 @@ def run(args: argparse.Namespace) -> int:
     values = {
         "teacher": args.teacher, "out": raw, "num_images": args.num_images, "seed": args.seed,
         "num_classes": teacher.num_classes, "img_size": teacher.input_size[1], "patch_size": vit.patch_size[0],
-        "device": args.device, "python": sys.executable,
+        "device": args.device, "threads": args.threads, "python": sys.executable,
     }  # fmt: skip
     command = render_command(args.template, values)
     teacher_id = args.teacher_id or teacher.model_name
     try:
         start = time.perf_counter()
-        returncode = run_command(command, args.name, args.timeout)
+        # The thread count reaches commands that ignore {threads} through the usual variables.
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+        returncode = run_command(command, args.name, args.timeout, env)
         wall = time.perf_counter() - start
         if returncode != 0:
             raise SMIError(f"external method {args.name!r} failed with exit status {returncode}: {command}")
@@ -260,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_command(command: str, name: str, timeout_s: float) -> int:
+def run_command(command: str, name: str, timeout_s: float, env: dict[str, str] | None = None) -> int:
     """Run ``command`` in a shell; stop it and everything it started after ``timeout_s`` seconds.
 
     The command gets its own process group, so that stopping the shell also stops the method it
@@ -272,7 +278,7 @@ def run_command(command: str, name: str, timeout_s: float) -> int:
     Raises:
         SMIError: When the timeout is hit.
     """
-    process = subprocess.Popen(command, shell=True, start_new_session=True)
+    process = subprocess.Popen(command, shell=True, start_new_session=True, env=env)
     try:
         return process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:

@@ -1,9 +1,11 @@
 """Real datasets read from a user-given folder in their standard layouts.
 
 - ``imagenet``: ILSVRC2012 with ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` (the
-  validation images sorted into class folders, as timm and torchvision expect). Class indices
-  are the sorted folder names, which is the label order of timm's ImageNet weights when all
-  1000 folders are present. ``test`` reads ``val/``.
+  validation images sorted into class folders, as timm and torchvision expect). The folder
+  names must be ILSVRC-2012 wnids, and a folder's class index is its index in the canonical
+  1000-class list timm ships (``timm.data.ImageNetInfo``), the label order of timm's ImageNet
+  heads. A subset of the folders (ImageNet-100, a few classes for a quick check) thus keeps
+  every label of the full set and 1000 classes, never a shifted order. ``test`` reads ``val/``.
 - ``flowers102``: Oxford Flowers-102 with ``jpg/image_00001.jpg...``, ``imagelabels.mat``
   (``labels``, 1-based) and ``setid.mat`` (``trnid``, ``valid``, ``tstid``). ``train`` is
   ``trnid`` + ``valid`` (2040 images), ``test`` is ``tstid`` (6149), as is usual for teachers.
@@ -135,11 +137,34 @@ def _scan_classfolders(name: str, base: Path, split: str) -> tuple[Samples, int]
     extra = sorted({e.name for e in os.scandir(directory) if e.is_dir()} - set(classes))
     if extra:
         raise SMIError(f"dataset '{name}': {directory} has class folders {extra[:5]} that train/ lacks.")
-    class_to_idx = {c: i for i, c in enumerate(classes)}
+    if name == "imagenet":
+        class_to_idx, num = _imagenet_indices(base, classes)
+    else:
+        class_to_idx, num = {c: i for i, c in enumerate(classes)}, len(classes)
     samples = make_dataset(str(directory), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
     if not samples:
         raise _missing(name, directory, f"holds no images ({', '.join(IMG_EXTENSIONS)})")
-    return samples, len(classes)
+    return samples, num
+
+
+def _imagenet_indices(base: Path, classes: list[str]) -> tuple[dict[str, int], int]:
+    """Class folder -> ILSVRC-2012 class index, and the class count (always the full 1000).
+
+    Sorted folder names agree with the canonical order only when all 1000 folders are present;
+    mapping through the wnid list keeps a subset's labels where a 1000-class head expects them.
+    """
+    from timm.data import ImageNetInfo
+
+    wnids = ImageNetInfo().label_names()
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    unknown = [c for c in classes if c not in index]
+    if unknown:
+        raise SMIError(
+            f"dataset 'imagenet': class folders {unknown[:5]} under {base / 'train'} are not ILSVRC-2012 wnids "
+            f"(such as {wnids[0]}); ImageNet labels follow the canonical wnid list. Use dataset 'imagefolder' "
+            "for other class folders."
+        )
+    return {c: index[c] for c in classes}, len(wnids)
 
 
 def _load_mat(name: str, path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from smi.config import from_dict
 from smi.errors import SMIError
 
-STUDENT_INITS: tuple[str, ...] = ("scratch", "checkpoint")
+STUDENT_INITS: tuple[str, ...] = ("scratch", "checkpoint", "pretrained")
 STUDENT_TRAINING: tuple[str, ...] = ("full", "linear")
 AUGMENTATIONS: tuple[str, ...] = ("patch_shift_flip", "flip", "none")
 # Knowledge-transfer temperature of the SMI paper (Hu et al., ICML 2024).
@@ -27,11 +27,14 @@ class StudentSpec:
         model_kwargs: Extra ``timm.create_model`` keyword arguments (``embed_dim``, ``depth``...).
             ``img_size`` and ``patch_size`` default to the teacher's, since the student runs on
             the teacher's patch grid (the keep masks are defined on it).
-        init: ``scratch`` (random initialisation) or ``checkpoint`` (a pretrained student whose
+        init: ``scratch`` (random initialisation), ``checkpoint`` (a pretrained student whose
             classifier head is replaced for the teacher's classes; the official protocol's student,
-            with ``train='linear'`` and the teacher's own ``model``).
+            with ``train='linear'`` and the teacher's own ``model``) or ``pretrained`` (the same
+            with timm's pretrained weights of ``model``: from ``checkpoint`` when given, the file
+            ``smi fetch-weights`` saves for offline nodes, else from the timm / Hugging Face cache
+            or hub).
         checkpoint: Weights file for ``init='checkpoint'`` (a teacher file of this suite or a
-            plain timm checkpoint); its classifier head is dropped.
+            plain timm checkpoint) or ``init='pretrained'``; its classifier head is dropped.
         train: ``full`` fine-tuning or ``linear`` (only the new head is trained).
     """
 

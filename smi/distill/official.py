@@ -96,8 +96,8 @@ def check_official_student(spec: StudentSpec, teacher: Teacher) -> None:
     problems = []
     if spec.model != teacher.model_name:
         problems.append(f"model {spec.model!r} (the teacher is {teacher.model_name!r})")
-    if spec.init != "checkpoint":
-        problems.append(f"init {spec.init!r} (needs 'checkpoint': the pretrained weights)")
+    if spec.init not in ("checkpoint", "pretrained"):
+        problems.append(f"init {spec.init!r} (needs 'pretrained' or 'checkpoint': the pretrained weights)")
     if spec.train != "linear":
         problems.append(f"train {spec.train!r} (needs 'linear')")
     if problems:

@@ -35,7 +35,8 @@ def build_student(spec: StudentSpec, teacher: Teacher, seed: int, device: torch.
     With ``spec.train == 'linear'`` only the classifier head requires gradients.
 
     Raises:
-        SMIError: Unknown model, unreadable checkpoint, or a patch grid other than the teacher's.
+        SMIError: Unknown model, missing or unreadable checkpoint, offline without cached pretrained
+            weights, or a patch grid other than the teacher's.
     """
     kwargs = student_kwargs(spec, teacher)
     torch.manual_seed(seed)
@@ -45,10 +46,7 @@ def build_student(spec: StudentSpec, teacher: Teacher, seed: int, device: torch.
         except (RuntimeError, TypeError, ValueError) as exc:  # timm: unknown name or bad kwargs
             raise SMIError(f"cannot create student {spec.model!r} with {kwargs}: {exc}") from exc
     else:
-        from smi.teachers.models import create_from_checkpoint
-
-        assert spec.checkpoint is not None
-        model = create_from_checkpoint(spec.model, teacher.num_classes, kwargs, spec.checkpoint, replace_head=True)
+        model = _pretrained_student(spec, teacher.num_classes, kwargs)
     check_vit(model)
     student_grid = TokenSubsetViT(model).grid_size
     teacher_grid = TokenSubsetViT(teacher.model).grid_size
@@ -64,3 +62,20 @@ def build_student(spec: StudentSpec, teacher: Teacher, seed: int, device: torch.
         for p in head.parameters():
             p.requires_grad_(True)
     return model.to(device).train()
+
+
+def _pretrained_student(spec: StudentSpec, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+    """A pretrained student with a new head: from its checkpoint file, else timm's cache or hub."""
+    import os
+
+    from smi.teachers import hub
+    from smi.teachers.models import create_from_checkpoint, create_pretrained
+
+    if spec.checkpoint is None:  # init 'pretrained' without a local file (validated by StudentSpec)
+        return create_pretrained(spec.model, num_classes, kwargs, None)
+    if not os.path.isfile(spec.checkpoint):
+        if spec.init == "pretrained":
+            raise hub.missing_file_error(spec.checkpoint, spec.model)
+        raise SMIError(f"student checkpoint {spec.checkpoint} does not exist; give in 'checkpoint' the path of a "
+                       "teacher file of this suite or of a timm checkpoint, or use init 'pretrained'.")  # fmt: skip
+    return create_from_checkpoint(spec.model, num_classes, kwargs, spec.checkpoint, replace_head=True)

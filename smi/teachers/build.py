@@ -8,6 +8,7 @@ trained on the dataset. Every teacher is evaluated on the dataset's real test sp
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 from smi.data import DatasetSpec, load_dataset, num_classes, suite_data_config
 from smi.errors import SMIError
-from smi.teachers import models
+from smi.teachers import hub, models
 from smi.teachers.spec import Recipe, TeacherSpec
 from smi.teachers.store import freeze, read_metadata
 from smi.teachers.training import evaluate, fit
@@ -93,6 +94,7 @@ def _initial_model(spec: TeacherSpec, classes: int) -> tuple[nn.Module, dict[str
         return model, kwargs, models.model_data_config(model, spec.data_config)
     path = spec.checkpoint or spec.pretrained_file
     assert path is not None
+    _check_exists(spec, path)
     meta = read_metadata(path)
     if meta is not None:
         kwargs = _suite_kwargs(spec, meta, path)
@@ -105,6 +107,18 @@ def _initial_model(spec: TeacherSpec, classes: int) -> tuple[nn.Module, dict[str
     base = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["data_config"].items()} if meta else None
     config = {**base, **_overrides(spec)} if base else dict(_overrides(spec))
     return model, kwargs, models.model_data_config(model, config)
+
+
+def _check_exists(spec: TeacherSpec, path: str) -> None:
+    """A missing weights file is the user's checkpoint or a not yet fetched pretrained file."""
+    if os.path.isfile(path):
+        return
+    if spec.checkpoint:
+        raise SMIError(
+            f"checkpoint {path} of the '{spec.model}' teacher does not exist; give in 'checkpoint' the path of a "
+            "teacher file of this suite or of a timm checkpoint (.pth, .pt or .safetensors)."
+        )
+    raise hub.missing_file_error(path, spec.model)
 
 
 def _suite_kwargs(spec: TeacherSpec, meta: Mapping[str, Any], path: str) -> dict[str, Any]:

@@ -64,17 +64,27 @@ def create_pretrained(name: str, num_classes: int, model_kwargs: Mapping[str, An
         model_kwargs: Extra ``create_model`` arguments.
         file: Local weights file; its head must have ``num_classes`` outputs.
     """
+    from smi.teachers import hub
+
     overlay: dict[str, Any] = {}
     if file:
-        _check_file(file)
+        if not os.path.isfile(file):
+            raise hub.missing_file_error(file, name)
         # Declaring the file's class count stops timm from discarding its head.
         overlay = {"file": os.path.abspath(file), "source": "", "num_classes": num_classes}
+    else:
+        # The cache first, and the hub only once a probe finds it reachable: offline, timm's hub
+        # client would retry for most of a minute before failing.
+        cached = hub.local_or_reachable(name)
+        if cached is not None:
+            overlay = {"file": cached, "source": ""}  # timm drops the cached head if num_classes differs
+    where = overlay.get("file")
     try:
         return create(name, num_classes, model_kwargs, pretrained=True, pretrained_cfg_overlay=overlay or None)
     except SMIError:
         raise
     except Exception as exc:  # hub, network and file errors come in many types
-        raise _weights_error(exc, file or f"the pretrained weights of '{name}'", num_classes) from exc
+        raise _weights_error(exc, where or f"the pretrained weights of '{name}'", num_classes, local=bool(where)) from exc
 
 
 def pretrained_num_classes(name: str) -> int | None:
@@ -143,7 +153,8 @@ def _check_file(path: str) -> None:
         raise SMIError(f"weights file {path} does not exist; give the path of a .pth/.pt or .safetensors file.")
 
 
-def _weights_error(exc: Exception, what: str, num_classes: int) -> SMIError:
+def _weights_error(exc: Exception, what: str, num_classes: int, local: bool = True) -> SMIError:
+    """One clear error for a failed load; ``local``: ``what`` is a file on disk (else a download)."""
     text = str(exc)
     mismatched = re.findall(r"size mismatch for ([\w.]+):", text)
     if mismatched and all(key.split(".")[0] == "head" for key in mismatched):
@@ -155,11 +166,12 @@ def _weights_error(exc: Exception, what: str, num_classes: int) -> SMIError:
         return SMIError(
             f"the weights in {what} do not fit this model ({_first_line(text)}); check 'model' and 'model_kwargs'."
         )
-    if isinstance(exc, _CORRUPT_ERRORS) or "safetensor" in type(exc).__name__.lower():
+    if local and (isinstance(exc, _CORRUPT_ERRORS) or "safetensor" in type(exc).__name__.lower()):
         return SMIError(f"cannot read {what}: {type(exc).__name__}: {_first_line(text)}. Is the file complete and a "
                         "torch or safetensors checkpoint? Re-create or re-download it.")  # fmt: skip
     return SMIError(f"could not load {what}: {type(exc).__name__}: {_first_line(text)}. Offline, place the weights "
-                    "in the timm/Hugging Face cache or give 'pretrained_file'.")  # fmt: skip
+                    "in the timm/Hugging Face cache, give 'pretrained_file', or run 'smi fetch-weights' where the "
+                    "network is reachable.")  # fmt: skip
 
 
 def _first_line(text: str) -> str:

@@ -37,4 +37,4 @@ rule invert_external:
         "{SMI} run-external --name {wildcards.method} --command {params.command}"
         " --teacher {input.teacher} --teacher-id {params.teacher_id} --num-images {params.num_images}"
         " --seed {wildcards.seed} --out {output.images} --metrics {output.metrics} --grid {output.grid}"
-        " {params.timeout} > {log} 2>&1"
+        " --device {DEVICE} --threads {threads} {params.timeout} > {log} 2>&1"
