@@ -29,7 +29,7 @@ def student_hub_model(student_id):
 
 
 def teacher_weights(wildcards):
-    model = teacher_hub_model(wildcards.teacher)
+    model = teacher_hub_model(teacher_id(wildcards))
     return [weights_file(model)] if model else []
 
 
