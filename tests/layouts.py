@@ -6,7 +6,8 @@ Two kinds of builders:
   :func:`make_cub`): a handful of classes;
 - full-size ones keyed by the dataset's ``name`` in :data:`BUILDERS`, for end-to-end runs:
   the dataset's real class count (ImageNet's 1000 ``train/<wnid>`` and ``val/<wnid>``
-  folders in timm's label order, Flowers-102's 102 labels, CUB's 200 classes), with images
+  folders in timm's label order, Flowers-102's 102 labels, CUB's 200 classes, CIFAR-10/100 in
+  torchvision's layout), with images
   only in the classes a run needs. A new dataset gets a builder with the same signature
   (``root, train_classes, test_classes, per_class`` -> root) and an entry in both dicts.
 """
@@ -19,6 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 from scipy.io import savemat
+
+from tests.cifar_layout import write_cifar
 
 #: Side of the generated JPEGs; the loaders resize them to the model's input.
 TINY_SIDE = 8
@@ -111,14 +114,25 @@ def build_cub200(root: Path, train_classes: Sequence[int], test_classes: Sequenc
     return root
 
 
+def build_cifar(name: str) -> Callable[..., Path]:
+    """A builder of torchvision's CIFAR layout (every class gets images: the files hold all of them)."""
+
+    def build(root: Path, train_classes: Sequence[int] = (), test_classes: Sequence[int] = (), per_class: int = 1) -> Path:
+        return write_cifar(root, name, train_per_class=per_class, test_per_class=per_class)
+
+    return build
+
+
 #: Builders of the full-size layouts, by dataset ``name``.
 BUILDERS: dict[str, Callable[..., Path]] = {
     "imagenet": build_imagenet,
     "flowers102": build_flowers102,
     "cub200": build_cub200,
+    "cifar10": build_cifar("cifar10"),
+    "cifar100": build_cifar("cifar100"),
 }
 #: Class count of each full-size layout.
-CLASS_COUNTS: dict[str, int] = {"imagenet": 1000, "flowers102": 102, "cub200": 200}
+CLASS_COUNTS: dict[str, int] = {"imagenet": 1000, "flowers102": 102, "cub200": 200, "cifar10": 10, "cifar100": 100}
 
 
 def _seed(split: str, c: int, i: int) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import timm
 import torch
 import yaml
 
@@ -39,7 +40,7 @@ PAPER = REPO / "config" / "paper.yaml"
 RUN = "paper-smoke"
 
 # ---------------------------------------------------------------- the smoke scale
-ITERATIONS = 8
+ITERATIONS = 10  # room for four stops two iterations apart (the official loop's minimum gap)
 NUM_IMAGES = 2
 EPOCHS = 1
 BATCH_SIZE = 2
@@ -53,7 +54,7 @@ SMALL_IMG_SIZE = 64
 # Teacher sources that start from pretrained weights (given here as random local files).
 PRETRAINED_SOURCES = ("pretrained", "finetune")
 # Smallest gap between two stopping iterations of a rescaled schedule.
-MIN_STOP_GAP = 1
+MIN_STOP_GAP = 2
 TIMEOUT_S = 3600  # a hang guard: about 10 min on 2 idle cores, far longer on shared ones
 
 
@@ -84,13 +85,16 @@ def _rescale_iterations(node: Any, old_total: int) -> None:
             _rescale_iterations(item, old_total)
 
 
-def smoke_config(paper: dict[str, Any], roots: dict[str, str], weights: dict[str, str]) -> dict[str, Any]:
+def smoke_config(paper: dict[str, Any], roots: dict[str, str], weights: dict[str, str],
+                 checkpoints: dict[str, str] | None = None) -> dict[str, Any]:
     """The paper config with only its scale changed (see the module docstring).
 
     Args:
         paper: The loaded paper config.
         roots: Fixture root per dataset id.
         weights: Random-weight checkpoint per timm model name (the teachers' pretrained files).
+        checkpoints: Random-weight file per ``source: checkpoint`` teacher id (written by the caller
+            with :func:`checkpoint_teachers`' shapes).
     """
     cfg = copy.deepcopy(paper)
     cfg.update(run=RUN, device="cpu", threads=THREADS, mem_mb=MEM_MB, progress=False)
@@ -100,6 +104,12 @@ def smoke_config(paper: dict[str, Any], roots: dict[str, str], weights: dict[str
     inversion.setdefault("options", {})["warmup_iterations"] = 1
     _rescale_iterations(cfg.get("methods", {}), old_total)
     _rescale_iterations(cfg.get("foreground", {}), old_total)
+    for label, entry in cfg.get("methods", {}).items():
+        params = entry.get("params") or {}
+        if (entry.get("method") or label) == "psaq" and params.get("protocol") == "official":
+            # PSAQ-ViT's own two-stage schedule (2 x 500 iterations) shrinks with the run.
+            params.update(stages=[ITERATIONS // 2] * 2, warmup=1)
+    cfg["timing"] = {**cfg.get("timing", {}), "rounds": 1, "iterations": ITERATIONS}
     if "foreground" in cfg:
         cfg["foreground"]["num_images"] = NUM_IMAGES
     for dataset_id, dataset in cfg["datasets"].items():
@@ -109,6 +119,9 @@ def smoke_config(paper: dict[str, Any], roots: dict[str, str], weights: dict[str
             teacher["model_kwargs"] = {**(teacher.get("model_kwargs") or {}), "img_size": SMALL_IMG_SIZE}
         if teacher["source"] in PRETRAINED_SOURCES and not teacher.get("checkpoint"):
             teacher["pretrained_file"] = weights[teacher["model"]]
+    for teacher_id, path in (checkpoints or {}).items():
+        cfg["teachers"][teacher_id]["checkpoint"] = path
+    for teacher in cfg["teachers"].values():
         if teacher.get("recipe"):
             teacher["recipe"].update(epochs=EPOCHS, batch_size=BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE,
                                      num_workers=0)  # fmt: skip
@@ -121,11 +134,21 @@ def smoke_config(paper: dict[str, Any], roots: dict[str, str], weights: dict[str
     quantization = cfg.setdefault("quantization", {})
     quantization["calib_size"] = min(quantization.get("calib_size", NUM_IMAGES), NUM_IMAGES)
     distillation = cfg.setdefault("distillation", {})
-    distillation.setdefault("recipe", {}).update(epochs=EPOCHS, batch_size=BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE)
+    recipe = distillation.setdefault("recipe", {})
+    recipe.update(epochs=EPOCHS, batch_size=BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE)
+    if "images_per_epoch" in recipe:  # the official protocol synthesises into its pool every epoch
+        recipe["images_per_epoch"] = NUM_IMAGES
     for student in distillation.get("students", {}).values():
         if student.get("init") == "checkpoint":
             student["checkpoint"] = weights[student["model"]]
     return cfg
+
+
+def checkpoint_teachers(cfg: dict[str, Any]) -> dict[str, tuple[str, int, dict[str, Any]]]:
+    """``source: checkpoint`` teachers: id -> (timm model, class count of its dataset, model kwargs)."""
+    classes = {e["teacher"]: CLASS_COUNTS[cfg["datasets"][e["dataset"]]["name"]] for e in cfg["experiments"]}
+    return {t: (spec["model"], classes[t], dict(spec.get("model_kwargs") or {}))
+            for t, spec in cfg["teachers"].items() if spec["source"] == "checkpoint" and t in classes}  # fmt: skip
 
 
 def needed_classes(cfg: dict[str, Any], dataset_id: str) -> list[int]:
@@ -159,7 +182,14 @@ def paper_smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
         torch.save(random_state_dict(model), path)
         weights[model] = str(path)
     roots = {d: str(work / "data" / d) for d in paper["datasets"]}
-    cfg = smoke_config(paper, roots, weights)
+    files = {t: str(work / "checkpoints" / f"{t}.pth") for t in checkpoint_teachers(paper)}
+    cfg = smoke_config(paper, roots, weights, files)
+    for teacher_id, (model, num_classes, kwargs) in checkpoint_teachers(cfg).items():
+        # A fine-tuned teacher's file as the official code loads it: a plain state dict, its own head.
+        Path(files[teacher_id]).parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(timm.create_model(model, pretrained=False, num_classes=num_classes, **kwargs).state_dict(),
+                   files[teacher_id])  # fmt: skip
     for dataset_id, dataset in cfg["datasets"].items():
         name = dataset["name"]
         if name not in BUILDERS:
@@ -225,7 +255,7 @@ def test_every_rule_of_the_paper_dag_ran(paper_smoke) -> None:
     assert set(zip(quant["teacher"], quant["calibration"], quant["w_bits"], quant["a_bits"])) == expected_quant
     kd = summary[summary["kind"] == "distillation"]
     expected_kd = {(e["dataset"], e["teacher"], m, s) for e in cfg["experiments"]
-                   for m in e.get("distill", e["methods"]) for s in cfg["distillation"]["students"]}  # fmt: skip
+                   for m in e.get("distill", e["methods"]) for s in e.get("students", cfg["distillation"]["students"])}  # fmt: skip
     assert set(zip(kd["dataset"], kd["teacher"], kd["method"], kd["student"])) == expected_kd
     # DeiT-T ran at its real 224 px: 196 patches.
     tiny = [t for t, spec in cfg["teachers"].items() if spec["model"] in FULL_SIZE_MODELS]
@@ -266,10 +296,10 @@ def test_every_table_has_a_row_per_method_and_teacher(paper_smoke) -> None:
 
 
 def test_stopping_schedules_fit_the_smoke_iterations() -> None:
-    assert rescale_schedule([50, 100, 200, 300], 4000, 8) == [1, 2, 3, 4]
-    assert rescale_schedule([1000, 2000, 3000], 4000, 8) == [2, 4, 6]
+    assert rescale_schedule([50, 100, 200, 300], 4000, 10) == [2, 4, 6, 8]
+    assert rescale_schedule([1000, 2000, 3000], 4000, 10) == [2, 5, 8]
     with pytest.raises(ValueError):
-        rescale_schedule(list(range(1, 10)), 10, 8)
+        rescale_schedule(list(range(1, 10)), 10, 10)
     paper = yaml.safe_load(PAPER.read_text())
     cfg = smoke_config(paper, {d: "x" for d in paper["datasets"]}, {m: "w" for m in teacher_models(paper)})
     assert cfg["inversion"]["iterations"] == ITERATIONS and all(len(e["seeds"]) == 1 for e in cfg["experiments"])
