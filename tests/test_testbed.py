@@ -1,0 +1,106 @@
+"""Testbed properties: channel ranges and the activation outlier ratio on hand-made inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from smi.cli import main
+from smi.errors import SMIError
+from smi.testbed import LinearActivationRanges, channel_ranges, measure_outliers, outlier_ratio, summarise
+from tests.tiny import make_tiny_vit, save_digits_teacher
+
+TINY_KWARGS = {"img_size": 32, "patch_size": 4, "embed_dim": 48, "depth": 2, "num_heads": 3, "mlp_ratio": 2.0}
+
+
+def test_channel_ranges_over_tokens_and_batch():
+    # Channel 0 spans [-1, 3], channel 1 spans [2, 2] (constant), channel 2 spans [-5, 0].
+    act = torch.tensor([[[-1.0, 2.0, 0.0], [3.0, 2.0, -5.0]], [[0.0, 2.0, -1.0], [1.0, 2.0, -2.0]]])
+    assert channel_ranges(act).tolist() == [4.0, 0.0, 5.0]
+
+
+def test_outlier_ratio_known_answer():
+    # Ranges 1, 2, 2, 3, 40: median 2, largest 40 -> 20.
+    assert outlier_ratio(torch.tensor([3.0, 2.0, 40.0, 1.0, 2.0])) == pytest.approx(20.0)
+    # Equal channels: no outlier.
+    assert outlier_ratio(torch.full((8,), 0.7)) == pytest.approx(1.0)
+    # Even count: the lower median (torch.median): ranges 1, 2, 4, 8 -> 8 / 2.
+    assert outlier_ratio(torch.tensor([8.0, 1.0, 4.0, 2.0])) == pytest.approx(4.0)
+
+
+def test_outlier_ratio_degenerate_and_bad_input():
+    assert outlier_ratio(torch.tensor([0.0, 0.0, 1.0])) == math.inf
+    assert math.isnan(outlier_ratio(torch.zeros(4)))
+    with pytest.raises(SMIError):
+        outlier_ratio(torch.tensor([-1.0, 2.0]))
+    with pytest.raises(SMIError):
+        outlier_ratio(torch.zeros(2, 2))
+
+
+class _TwoLinears(nn.Module):
+    """A 'ViT' whose single block is two linears; the second doubles channel 0 only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        first = nn.Linear(4, 4, bias=False)
+        second = nn.Linear(4, 4, bias=False)
+        with torch.no_grad():
+            first.weight.copy_(torch.eye(4))
+            second.weight.copy_(torch.diag(torch.tensor([10.0, 1.0, 1.0, 1.0])))
+        self.blocks = nn.Sequential(nn.Sequential(first, second))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+def test_hooks_measure_linear_inputs_and_outputs_across_batches():
+    model = _TwoLinears()
+    # Each channel spans [-1, 1] over the two batches, so every input has ratio 1; the second
+    # linear's output has ranges 20, 2, 2, 2 -> ratio 10.
+    batches = [torch.tensor([[[1.0, -1.0, 1.0, -1.0]]]), torch.tensor([[[-1.0, 1.0, -1.0, 1.0]]])]
+    with LinearActivationRanges(model) as recorder:
+        for batch in batches:
+            model(batch)
+    ratios = {(r["layer"], r["position"]): r["outlier_ratio"] for r in recorder.ratios()}
+    assert ratios == pytest.approx({("blocks.0.0", "input"): 1.0, ("blocks.0.0", "output"): 1.0,
+                                    ("blocks.0.1", "input"): 1.0, ("blocks.0.1", "output"): 10.0})
+    # Hooks are gone after the context: a later forward changes nothing.
+    model(torch.full((1, 1, 4), 100.0))
+    assert recorder.ratios()[-1]["outlier_ratio"] == pytest.approx(10.0)
+    assert summarise([1.0, 1.0, 1.0, 10.0]) == {"median": 1.0, "max": 10.0}
+
+
+def test_recorder_rejects_models_without_blocks_and_empty_runs():
+    with pytest.raises(SMIError, match="blocks"):
+        LinearActivationRanges(nn.Linear(2, 2))
+    with pytest.raises(SMIError, match="no activation"):
+        with LinearActivationRanges(_TwoLinears()) as recorder:
+            pass
+        recorder.ratios()
+
+
+def test_measure_outliers_on_a_vit_covers_every_block_linear():
+    vit = make_tiny_vit(depth=2)
+    result = measure_outliers(vit, torch.randn(6, 3, 32, 32), batch_size=4, device="cpu")
+    # 2 blocks x (qkv, proj, fc1, fc2) x (input, output).
+    assert len(result["per_activation"]) == 16
+    assert result["num_images"] == 6
+    assert 1.0 <= result["median"] <= result["max"]
+
+
+def test_cli_testbed_writes_split_accuracies_and_ratios(tmp_path):
+    teacher = save_digits_teacher(tmp_path / "t.pt", TINY_KWARGS)
+    out = tmp_path / "testbed.json"
+    code = main(["testbed", "--teacher", str(teacher), "--dataset-spec", '{"name": "digits"}', "--num-images", "16",
+                 "--out", str(out), "--threads", "1"])  # fmt: skip
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert record["kind"] == "testbed" and record["dataset"] == "digits"
+    assert 0.0 <= record["top1_test"] <= 100.0
+    assert "shortcut_reliance" not in record  # digits has no correlated split
+    assert record["outlier_ratio_real_median"] >= 1.0
+    assert "outlier_ratio_noise_median" not in record
