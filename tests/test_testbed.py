@@ -104,3 +104,48 @@ def test_cli_testbed_writes_split_accuracies_and_ratios(tmp_path):
     assert "shortcut_reliance" not in record  # digits has no correlated split
     assert record["outlier_ratio_real_median"] >= 1.0
     assert "outlier_ratio_noise_median" not in record
+
+
+# --- the testbed table ------------------------------------------------------------------------
+
+
+def _testbed_record(dataset, teacher, **values):
+    return {"kind": "testbed", "dataset": dataset, "teacher": teacher, **values,
+            "provenance": {"seed": None}}  # fmt: skip
+
+
+def test_testbed_table_cells_and_pretraining_join():
+    from smi.report.aggregate import aggregate
+    from smi.report.render import render_markdown
+    from smi.report.tables import testbed_table
+
+    records = [
+        _testbed_record("shapes", "vit-t", top1_test=70.0, top1_test_correlated=95.0, shortcut_reliance=25.0,
+                        outlier_ratio_real_median=3.0, outlier_ratio_real_max=12.0,
+                        outlier_ratio_noise_median=2.0, outlier_ratio_noise_max=5.0),
+        _testbed_record("digits", "vit-t", top1_test=98.0, outlier_ratio_real_median=4.0, outlier_ratio_real_max=9.0),
+        _testbed_record("digits", "vit-s", top1_test=97.0, outlier_ratio_real_median=6.0, outlier_ratio_real_max=30.0),
+        {"kind": "pretrain", "dataset": "digits", "pretrain_dataset": "shapes", "student": "st", "pretrain_top1": 80.0,
+         "provenance": {"seed": 0}},
+        {"kind": "pretrain", "dataset": "shapes", "pretrain_dataset": "digits", "student": "st", "pretrain_top1": 90.0,
+         "provenance": {"seed": 0}},
+    ]  # fmt: skip
+    table = testbed_table(aggregate((f"r{i}", r) for i, r in enumerate(records)).summary)
+    cells = table.cells.set_index(["dataset", "teacher", "column"])
+    assert cells.loc[("shapes", "vit-t", "Shortcut reliance (pp)"), "mean"] == 25.0
+    assert cells.loc[("digits", "vit-s", "Outlier ratio real, max"), "mean"] == 30.0
+    # The pretrained student belongs to every teacher of its target dataset, its source named.
+    assert cells.loc[("digits", "vit-s", "st pretraining top-1 (%)"), "mean"] == 80.0
+    assert cells.loc[("digits", "vit-s", "st pretraining top-1 (%)"), "note"] == "(on shapes)"
+    assert cells.loc[("shapes", "vit-t", "st pretraining top-1 (%)"), "mean"] == 90.0
+    text = render_markdown(table)
+    assert "Shortcut reliance" in text and "(on digits)" in text
+    assert list(table.rows["teacher"]) == ["vit-s", "vit-t", "vit-t"]
+
+
+def test_testbed_table_without_records_is_empty():
+    import pandas as pd
+
+    from smi.report.tables import testbed_table
+
+    assert testbed_table(pd.DataFrame({"kind": ["teacher"], "dataset": ["digits"], "teacher": ["t"]})).empty

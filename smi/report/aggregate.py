@@ -28,7 +28,7 @@ import pandas as pd
 from smi.errors import SMIError
 from smi.io import atomic_path
 
-KINDS: tuple[str, ...] = ("teacher", "inversion", "quantization", "distillation", "foreground")
+KINDS: tuple[str, ...] = ("teacher", "inversion", "quantization", "distillation", "foreground", "testbed", "pretrain")
 # Columns that identify a record; they lead the summary and are copied into the long tables.
 KEY_COLUMNS: tuple[str, ...] = (
     "kind", "dataset", "teacher", "model_name", "method", "calibration", "student", "seed",

@@ -6,11 +6,12 @@ rule distill:
         teacher=teacher_file,
         images=image_set,
         inversion=lambda w: image_set(w)[: -len(".pt")] + ".json",
+        student_checkpoint=student_checkpoint,
     output:
         f"{R}/kd/{{dataset}}/{{teacher}}/{{student}}/{{method}}/seed{{seed}}.json",
     params:
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
-        student_spec=lambda w: as_json(STUDENTS[w.student]),
+        student_spec=lambda w: as_json(student_spec_for(w.student, w.dataset)),
         recipe=as_json(config["distillation"]["recipe"]),
         budget=(
             f"--budget-gflops {config['distillation']['budget_gflops']}"
