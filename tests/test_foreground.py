@@ -90,3 +90,27 @@ def test_foreground_cli(tmp_path: Path, teacher_file: Path, capsys: pytest.Captu
     bad = ["foreground", "--teacher", str(teacher_file), "--dataset-spec", '{"name": "digits"}', "--out",
            str(tmp_path / "x.json")]  # fmt: skip
     assert main(bad) == 2 and "only 'shapes'" in capsys.readouterr().err
+
+
+def test_foreground_cli_scores_inverted_sets_and_checks_the_proxy(tmp_path: Path, teacher_file: Path) -> None:
+    from smi.imageset import ImageSet
+
+    gen = torch.Generator().manual_seed(0)
+    sparse = torch.zeros(6, 4, 4, dtype=torch.bool)
+    sparse[:, 1:3, 1:3] = True
+    paths = []
+    for name, mask in (("smi", sparse), ("dense", torch.ones(6, 4, 4, dtype=torch.bool))):
+        path = tmp_path / f"{name}.pt"
+        ImageSet(torch.rand(6, 3, 16, 16, generator=gen), mask, torch.arange(6) % 10,
+                 {"method": name, "seed": 1}).save(path)  # fmt: skip
+        paths.append(str(path))
+    out = tmp_path / "fg.json"
+    args = ["foreground", "--teacher", str(teacher_file), "--iterations", "1", "2", "--ratio", "0.5",
+            "--num-images", "20", "--image-sets", *paths, "--out", str(out), "--no-progress", "--threads", "1"]
+    assert main(args) == 0
+    record = json.loads(out.read_text())
+    assert set(record["inverted"]) == {"smi", "dense"}
+    assert record["inverted"]["smi"]["seed1"]["kept_patches"] == 4.0
+    assert record["inverted"]["dense"]["seed1"]["stopped_after_inversion"] == 6
+    assert 0.0 <= record["saliency_proxy_precision"] <= 1.0
+    assert main([*args[:-5], "--labels", "only-one", "--out", str(out)]) == 2

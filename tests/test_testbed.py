@@ -149,3 +149,61 @@ def test_testbed_table_without_records_is_empty():
     from smi.report.tables import testbed_table
 
     assert testbed_table(pd.DataFrame({"kind": ["teacher"], "dataset": ["digits"], "teacher": ["t"]})).empty
+
+
+# --- foreground precision on inverted images: the saliency region --------------------------------
+
+
+def test_top_region_and_kept_precision_known_answers():
+    from smi.testbed_saliency import kept_precision, top_region
+
+    saliency = torch.tensor([[3.0, 1.0, 2.0, 0.0], [0.0, 5.0, 5.0, 1.0]])
+    region = top_region(saliency, torch.tensor([2, 1]))
+    assert region.tolist() == [[True, False, True, False], [False, True, False, False]]  # tie -> lower index
+    kept = torch.tensor([[True, True, False, False], [False, True, True, False]])
+    assert kept_precision(kept, region).tolist() == [0.5, 0.5]
+    with pytest.raises(SMIError, match="keeps no patch"):
+        kept_precision(torch.zeros(1, 4, dtype=torch.bool), region[:1])
+
+
+class _PatchZeroClassifier(nn.Module):
+    """Class 0's logit reads only the pixels of grid patch 0 (top-left 4x4); class 1 is constant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        evidence = x[:, :, :4, :4].sum(dim=(1, 2, 3))
+        return torch.stack([evidence, torch.zeros_like(evidence)], dim=1)
+
+
+def test_patch_saliency_points_at_the_only_patch_the_class_reads():
+    from smi.sparse_vit import TokenSubsetViT
+    from smi.testbed_saliency import patch_saliency
+
+    tsv = TokenSubsetViT(make_tiny_vit(num_classes=2, img_size=16))
+    tsv.model = _PatchZeroClassifier()
+    saliency = patch_saliency(tsv, torch.zeros(2, 3, 16, 16), torch.tensor([0, 1]))
+    assert saliency.shape == (2, 16)
+    # d log p0 / dx = (1 - p0) on patch 0 (p0 = 1/2 at zero input), 0 elsewhere; 48 pixels -> 0.5 * sqrt(48).
+    assert saliency[0, 0].item() == pytest.approx(0.5 * math.sqrt(48))
+    assert saliency[0, 1:].abs().max().item() == 0.0
+    assert saliency[1, 0].item() == pytest.approx(0.5 * math.sqrt(48))  # log p1 falls as patch 0 grows
+
+
+def test_inverted_precision_uses_own_masks_and_stops_dense_sets():
+    from smi.imageset import ImageSet
+    from smi.schedule import StoppingSchedule
+    from smi.testbed_saliency import inverted_precision
+    from tests.tiny import make_teacher
+
+    teacher = make_teacher(make_tiny_vit(num_classes=10, img_size=16), img_size=16)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, 16, 16, generator=gen)
+    sparse = torch.zeros(4, 4, 4, dtype=torch.bool)
+    sparse[:, :2, :2] = True
+    schedule = StoppingSchedule.build([1, 2], 0.3)
+    own = inverted_precision(teacher, ImageSet(images, sparse, torch.arange(4)), schedule)
+    assert own["kept_patches"] == 4.0 and own["stopped_after_inversion"] == 0
+    assert own["chance_precision"] == pytest.approx(4 / 16)
+    assert 0.0 <= own["precision"] <= 1.0
+    dense = inverted_precision(teacher, ImageSet(images, torch.ones(4, 4, 4, dtype=torch.bool), torch.arange(4)), schedule)
+    assert dense["stopped_after_inversion"] == 4
+    assert dense["kept_patches"] == schedule.kept_counts(16)[-1]

@@ -274,6 +274,7 @@ def shapes_table(summary: pd.DataFrame) -> Table:
             dist = dist[pd.to_numeric(dist["decorrelation_gap"], errors="coerce").notna()]
         else:
             dist = dist.iloc[0:0]
+    inv = _inverted_foreground(fg, index)
     if fg.empty and dist.empty:
         return _empty("shapes", title, index, "no foreground records and no shapes distillation records in this run.")
     columns: list[Column] = []
@@ -293,6 +294,13 @@ def shapes_table(summary: pd.DataFrame) -> Table:
         ):
             columns.append(col)
             cells.append(_cells(fg, index, value, col.label))
+    if not inv.empty:
+        for value, col in (
+            ("precision_pct", Column("Inverted: FG precision vs saliency (%)", HIGHER, 1)),
+            ("chance_pct", Column("Inverted: chance (%)", None, 1)),
+        ):
+            columns.append(col)
+            cells.append(_cells(inv, index, value, col.label))
     if not dist.empty:
         students = sorted(dist["student"].unique())
         for student in students:
@@ -305,11 +313,12 @@ def shapes_table(summary: pd.DataFrame) -> Table:
             ):
                 columns.append(col)
                 cells.append(_cells(part, index, value, col.label))
-    both = pd.concat([f[list(index)] for f in (fg, dist) if not f.empty], ignore_index=True)
+    both = pd.concat([f[list(index)] for f in (fg, inv, dist) if not f.empty], ignore_index=True)
     notes = [
-        _seed_note(pd.concat([f for f in (fg, dist) if not f.empty], ignore_index=True)),
+        _seed_note(pd.concat([f for f in (fg, inv, dist) if not f.empty], ignore_index=True)),
         "FG precision: share of kept patches that overlap the object; random-keep: the same number of "
         "patches kept uniformly at random (chance level).",
+        *_saliency_notes(fg),
         "Gap = student top-1 on the correlated test split (backgrounds agree with the class, as in training) "
         "minus top-1 on the decorrelated split, in percentage points; smaller means less background shortcut.",
     ]
@@ -371,6 +380,38 @@ def _pretrain_notes(part: pd.DataFrame, index: tuple[str, ...]) -> list[str]:
     """``(on <source>)`` per cell, in the order :func:`seed_stats` groups the rows."""
     sources = part.groupby(list(index), sort=False)["pretrain_dataset"].first()
     return [f"(on {source})" for source in sources]
+
+
+def _inverted_foreground(fg: pd.DataFrame, index: tuple[str, ...]) -> pd.DataFrame:
+    """Long rows (index, seed, precision_pct, chance_pct) from ``inverted.<label>.<seed>.*`` columns."""
+    rows = []
+    prefix, suffix = "inverted.", ".precision"
+    for col in (c for c in fg.columns if c.startswith(prefix) and c.endswith(suffix)):
+        label, seed = col[len(prefix) : -len(suffix)].rsplit(".", 1)
+        chance = f"{prefix}{label}.{seed}.chance_precision"
+        for _, rec in fg.iterrows():
+            if pd.notna(rec[col]):
+                rows.append({"dataset": rec["dataset"], "teacher": rec["teacher"], "method": label,
+                             "seed": int(seed.removeprefix("seed")), "precision_pct": 100.0 * float(rec[col]),
+                             "chance_pct": 100.0 * float(rec.get(chance, np.nan))})  # fmt: skip
+    return pd.DataFrame(rows, columns=[*index, "seed", "precision_pct", "chance_pct"])
+
+
+def _saliency_notes(fg: pd.DataFrame) -> list[str]:
+    """The inverted-image columns' definition and the proxy's check on real images."""
+    if fg.empty or "saliency_proxy_precision" not in fg:
+        return []
+    check = ", ".join(
+        f"{r['teacher']}: {100 * r['saliency_proxy_precision']:.1f} % (chance {100 * r['saliency_proxy_chance']:.1f} %)"
+        for _, r in fg.iterrows() if pd.notna(r.get("saliency_proxy_precision"))
+    )  # fmt: skip
+    return [
+        "Inverted: share of an inverted image's kept patches inside its saliency region (the k patches with the "
+        "largest input gradient of the target class, k = kept patches); images that keep every patch are "
+        "stopped by CLS attention first. Sparse images were optimised on their kept patches only, so compare "
+        "with smi-random, the control. Chance: k / N.",
+        f"Saliency proxy on real test images (share of the most salient patches that are object): {check}.",
+    ]
 
 
 def build_tables(agg: Aggregate, target_fraction: float = DEFAULT_TARGET_FRACTION) -> dict[str, Table]:
