@@ -207,3 +207,38 @@ def test_inverted_precision_uses_own_masks_and_stops_dense_sets():
     dense = inverted_precision(teacher, ImageSet(images, torch.ones(4, 4, 4, dtype=torch.bool), torch.arange(4)), schedule)
     assert dense["stopped_after_inversion"] == 4
     assert dense["kept_patches"] == schedule.kept_counts(16)[-1]
+
+
+# --- pretrained students ---------------------------------------------------------------------------
+
+
+STUDENT = {"model": "vit_tiny_patch16_224",
+           "model_kwargs": {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}}
+
+
+def test_pretrain_student_then_distil_with_a_new_head(tmp_path, capsys):
+    from smi.distill.config import StudentSpec
+    from smi.distill.student import build_student
+    from smi.teachers import load_teacher
+
+    ckpt, metrics = tmp_path / "student.pt", tmp_path / "student.json"
+    args = ["pretrain-student", "--student-spec", json.dumps(STUDENT),
+            "--dataset-spec", '{"name": "shapes", "options": {"num_train": 40, "num_test": 20}}',
+            "--recipe", '{"epochs": 1, "batch_size": 20}', "--target-dataset", "digits", "--student-id", "st",
+            "--out", str(ckpt), "--metrics", str(metrics), "--no-progress", "--threads", "1"]  # fmt: skip
+    assert main(args) == 0
+    record = json.loads(metrics.read_text())
+    assert record["kind"] == "pretrain" and record["dataset"] == "digits" and record["pretrain_dataset"] == "shapes"
+    assert record["student"] == "st" and 0.0 <= record["pretrain_top1"] <= 100.0
+    # The checkpoint starts a student for a digits teacher: every weight but the head is the pretrained one.
+    teacher_file = save_digits_teacher(tmp_path / "t.pt", TINY_KWARGS)
+    teacher = load_teacher(teacher_file)
+    spec = StudentSpec(STUDENT["model"], STUDENT["model_kwargs"], init="checkpoint", checkpoint=str(ckpt))
+    student = build_student(spec, teacher, seed=0, device="cpu")
+    pretrained = load_teacher(ckpt).model.state_dict()
+    state = student.state_dict()
+    assert torch.equal(state["blocks.0.attn.qkv.weight"], pretrained["blocks.0.attn.qkv.weight"])
+    assert state["head.weight"].shape == (teacher.num_classes, 32)
+    # Pretraining on the target dataset itself is refused.
+    bad = [*args[:4], '{"name": "digits"}', *args[5:]]
+    assert main(bad) == 2 and "its target dataset" in capsys.readouterr().err
