@@ -88,7 +88,6 @@ def inverted_precision(
     """
     tsv = TokenSubsetViT(teacher.model).to(device).eval()
     image_set.check_compatible(teacher.num_classes, teacher.input_size, tsv.grid_size)
-    counts = schedule.kept_counts(tsv.num_patches)
     precisions, chance, kept_sizes, posthoc = [], [], [], 0
     for start in range(0, len(image_set), batch_size):
         stop = min(start + batch_size, len(image_set))
@@ -97,7 +96,7 @@ def inverted_precision(
         kept = image_set.keep_masks[start:stop].flatten(1).to(device)
         full = kept.all(dim=1)
         if bool(full.any()):
-            positions = stop_by_attention(tsv, images[full], counts)[-1]
+            positions = stop_by_attention(tsv, images[full], schedule)[-1]
             stopped = torch.zeros_like(kept[full]).scatter_(1, positions, True)
             kept = kept.clone()
             kept[full] = stopped

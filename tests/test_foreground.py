@@ -45,15 +45,16 @@ def test_attention_stopping_keeps_the_top_scoring_patches(teacher_file: Path) ->
     teacher = load_teacher(teacher_file)
     tsv = TokenSubsetViT(teacher.model)
     images = load_dataset(SHAPES, "test", teacher.data_config).images[:4]
-    counts = StoppingSchedule.build([1, 2], 0.3).kept_counts(16)
-    kept = stop_by_attention(tsv, images, counts)
+    schedule = StoppingSchedule.build([1, 2], 0.3)
+    counts = schedule.kept_counts(16)
+    kept = stop_by_attention(tsv, images, schedule)
     assert [k.shape for k in kept] == [(4, counts[1]), (4, counts[2])]
     with torch.no_grad():
         scores = tsv.forward(images, return_cls_attention=True).cls_attention
     expected = scores.topk(counts[1], dim=1).indices.sort(dim=1).values
     assert torch.equal(kept[0], expected)
     assert all(set(b.tolist()) <= set(a.tolist()) for a, b in zip(kept[0], kept[1])), "stopped patches stay stopped"
-    rand = stop_at_random(4, 16, counts, torch.Generator().manual_seed(0))
+    rand = stop_at_random(4, 16, schedule, torch.Generator().manual_seed(0))
     assert [r.shape for r in rand] == [k.shape for k in kept]
 
 
