@@ -39,8 +39,10 @@ include: "workflow/rules/invert.smk"
 include: "workflow/rules/timing.smk"
 include: "workflow/rules/external.smk"
 include: "workflow/rules/quantize.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/foreground.smk"
+include: "workflow/rules/testbed.smk"
 include: "workflow/rules/report.smk"
 
 

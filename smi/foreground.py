@@ -3,11 +3,12 @@
 Sparse Model Inversion (Hu et al., ICML 2024) claims that the last block's CLS attention
 singles out the foreground, so stopping the lowest-scoring patches keeps the object and drops
 the background. On ``shapes`` test images the truth is known: this module applies the same
-stopping procedure as the inversion loop - forward the active patches, score them by CLS
-attention, stop the lowest fraction per :class:`smi.schedule.StoppingSchedule`, repeat on the
-remaining ones - and compares the kept patches with the ground-truth mask. A patch counts as
-foreground when at least half its pixels are. Random stopping (seeded) is the baseline; its
-expected precision is the foreground fraction.
+stopping rule as the inversion loop - forward the active patches, score them by CLS attention,
+and let the inversion's own policy (:class:`smi.policies.AttentionStopping`) stop the lowest
+fraction, repeated on the remaining ones - and compares the kept patches with the ground-truth
+mask. A patch counts as foreground when at least half its pixels are. Random stopping
+(:class:`smi.policies.RandomStopping`, seeded) is the baseline; its expected precision is the
+foreground fraction.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from smi.errors import SMIError
+from smi.policies import AttentionStopping, RandomStopping, ScheduledStopping
 from smi.schedule import StoppingSchedule
-from smi.sparse_vit import TokenSubsetViT
+from smi.sparse_vit import TokenSubsetViT, mask_to_positions
 from smi.types import Teacher
 
 #: A patch is foreground when at least this fraction of its pixels is.
@@ -33,41 +35,40 @@ def patch_foreground(tsv: TokenSubsetViT, masks: torch.Tensor) -> torch.Tensor:
     return fraction >= FOREGROUND_PIXEL_FRACTION
 
 
-def stop_by_attention(tsv: TokenSubsetViT, images: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
-    """Apply the stopping steps with CLS-attention scores.
+def stop_by_attention(tsv: TokenSubsetViT, images: torch.Tensor, schedule: StoppingSchedule) -> list[torch.Tensor]:
+    """Apply the stopping steps with CLS-attention scores (SMI's :class:`AttentionStopping`).
 
     Args:
         tsv: The teacher's token-subset forward.
         images: Normalised images (B, C, H, W).
-        counts: Active patch counts, first all patches, then after each step.
+        schedule: The stopping steps (their order and ratios; images are not optimised here).
 
     Returns:
         The kept grid positions (B, count) after each step (sorted row-major).
     """
-    positions = torch.arange(tsv.num_patches, device=images.device).expand(images.shape[0], -1)
+    def scores(active: torch.Tensor) -> torch.Tensor:
+        positions = mask_to_positions(active)
+        attention = tsv.forward(images, positions, return_cls_attention=True).cls_attention
+        assert attention is not None
+        return torch.full(active.shape, float("-inf"), device=active.device).scatter_(1, positions, attention)
+
+    active = torch.ones(images.shape[0], tsv.num_patches, dtype=torch.bool, device=images.device)
+    return _apply(AttentionStopping(schedule), active, scores, torch.Generator())
+
+
+def stop_at_random(num_images: int, num_patches: int, schedule: StoppingSchedule, gen: torch.Generator) -> list[torch.Tensor]:
+    """The same steps with uniformly random scores (:class:`RandomStopping`, the baseline)."""
+    active = torch.ones(num_images, num_patches, dtype=torch.bool)
+    return _apply(RandomStopping(schedule), active, lambda _active: None, gen)
+
+
+def _apply(policy: ScheduledStopping, active: torch.Tensor, scores: Any, gen: torch.Generator) -> list[torch.Tensor]:
+    """Run the policy's decisions in order; the kept positions after each one."""
     kept = []
-    for count in counts[1:]:
-        scores = tsv.forward(images, positions, return_cls_attention=True).cls_attention
-        assert scores is not None
-        positions = _keep_highest(positions, scores, count)
-        kept.append(positions)
+    for iteration in policy.schedule.iterations:
+        active = policy.decide(iteration, active, scores(active) if policy.needs_attention else None, gen).active
+        kept.append(mask_to_positions(active))
     return kept
-
-
-def stop_at_random(num_images: int, num_patches: int, counts: list[int], gen: torch.Generator) -> list[torch.Tensor]:
-    """The same steps with uniformly random scores (the baseline)."""
-    positions = torch.arange(num_patches).expand(num_images, -1)
-    kept = []
-    for count in counts[1:]:
-        positions = _keep_highest(positions, torch.rand(positions.shape, generator=gen), count)
-        kept.append(positions)
-    return kept
-
-
-def _keep_highest(positions: torch.Tensor, scores: torch.Tensor, count: int) -> torch.Tensor:
-    """The ``count`` positions of each row with the highest scores, sorted row-major."""
-    top = scores.topk(count, dim=1).indices
-    return positions.gather(1, top).sort(dim=1).values
 
 
 def _precision_recall(positions: torch.Tensor, fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,8 +120,8 @@ def foreground_precision(
         images = torch.stack([it[0] for it in items]).to(device)
         fg = patch_foreground(tsv, torch.stack([it[2] for it in items]).to(device)).cpu()
         fg_sum += float(fg.float().mean(dim=1).sum())
-        attention = stop_by_attention(tsv, images, counts)
-        random = stop_at_random(len(items), tsv.num_patches, counts, gen)
+        attention = stop_by_attention(tsv, images, schedule)
+        random = stop_at_random(len(items), tsv.num_patches, schedule, gen)
         for step, (kept, rand) in enumerate(zip(attention, random)):
             p, r = _precision_recall(kept.cpu(), fg)
             rp, rr = _precision_recall(rand, fg)

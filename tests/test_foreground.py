@@ -45,15 +45,16 @@ def test_attention_stopping_keeps_the_top_scoring_patches(teacher_file: Path) ->
     teacher = load_teacher(teacher_file)
     tsv = TokenSubsetViT(teacher.model)
     images = load_dataset(SHAPES, "test", teacher.data_config).images[:4]
-    counts = StoppingSchedule.build([1, 2], 0.3).kept_counts(16)
-    kept = stop_by_attention(tsv, images, counts)
+    schedule = StoppingSchedule.build([1, 2], 0.3)
+    counts = schedule.kept_counts(16)
+    kept = stop_by_attention(tsv, images, schedule)
     assert [k.shape for k in kept] == [(4, counts[1]), (4, counts[2])]
     with torch.no_grad():
         scores = tsv.forward(images, return_cls_attention=True).cls_attention
     expected = scores.topk(counts[1], dim=1).indices.sort(dim=1).values
     assert torch.equal(kept[0], expected)
     assert all(set(b.tolist()) <= set(a.tolist()) for a, b in zip(kept[0], kept[1])), "stopped patches stay stopped"
-    rand = stop_at_random(4, 16, counts, torch.Generator().manual_seed(0))
+    rand = stop_at_random(4, 16, schedule, torch.Generator().manual_seed(0))
     assert [r.shape for r in rand] == [k.shape for k in kept]
 
 
@@ -90,3 +91,27 @@ def test_foreground_cli(tmp_path: Path, teacher_file: Path, capsys: pytest.Captu
     bad = ["foreground", "--teacher", str(teacher_file), "--dataset-spec", '{"name": "digits"}', "--out",
            str(tmp_path / "x.json")]  # fmt: skip
     assert main(bad) == 2 and "only 'shapes'" in capsys.readouterr().err
+
+
+def test_foreground_cli_scores_inverted_sets_and_checks_the_proxy(tmp_path: Path, teacher_file: Path) -> None:
+    from smi.imageset import ImageSet
+
+    gen = torch.Generator().manual_seed(0)
+    sparse = torch.zeros(6, 4, 4, dtype=torch.bool)
+    sparse[:, 1:3, 1:3] = True
+    paths = []
+    for name, mask in (("smi", sparse), ("dense", torch.ones(6, 4, 4, dtype=torch.bool))):
+        path = tmp_path / f"{name}.pt"
+        ImageSet(torch.rand(6, 3, 16, 16, generator=gen), mask, torch.arange(6) % 10,
+                 {"method": name, "seed": 1}).save(path)  # fmt: skip
+        paths.append(str(path))
+    out = tmp_path / "fg.json"
+    args = ["foreground", "--teacher", str(teacher_file), "--iterations", "1", "2", "--ratio", "0.5",
+            "--num-images", "20", "--image-sets", *paths, "--out", str(out), "--no-progress", "--threads", "1"]
+    assert main(args) == 0
+    record = json.loads(out.read_text())
+    assert set(record["inverted"]) == {"smi", "dense"}
+    assert record["inverted"]["smi"]["seed1"]["kept_patches"] == 4.0
+    assert record["inverted"]["dense"]["seed1"]["stopped_after_inversion"] == 6
+    assert 0.0 <= record["saliency_proxy_precision"] <= 1.0
+    assert main([*args[:-5], "--labels", "only-one", "--out", str(out)]) == 2

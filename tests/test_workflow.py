@@ -66,7 +66,9 @@ def test_every_method_reaches_every_table(ci_run: Path) -> None:
             label = METHOD_LABELS.get(method, method)  # the tables print the paper's names
             assert label in text, f"{method} ({label}) missing from the {table} table"
     shapes = (run / "tables" / "shapes.md").read_text()
-    assert "precision" in shapes.lower()
+    assert "precision" in shapes.lower() and "Inverted: FG precision" in shapes
+    testbed = (run / "tables" / "testbed.md").read_text()
+    assert "Outlier ratio real" in testbed and "pretraining top-1" in testbed
     for figure in ("speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches", "image_grid"):
         assert (run / "figures" / f"{figure}.png").stat().st_size > 1000
         assert (run / "figures" / f"{figure}.svg").stat().st_size > 1000
@@ -129,12 +131,14 @@ def test_changing_one_method_reruns_only_its_dependents(ci_run: Path, tmp_path: 
     proc = snakemake(ci_run, "-n", "--cores", "2", "--configfile", str(changed), "--config", "run=ci")
     jobs = planned_jobs(proc.stdout + proc.stderr)
     # smi runs on digits and on two shapes teachers (teacher seeds 0 and 1): three inversions,
-    # quantizations and distillations, and the timing job of each experiment.
+    # quantizations and distillations, the timing job of each experiment, and the foreground job of
+    # each shapes teacher, which scores the kept patches of every inverted set.
     assert jobs.get("invert") == 3, jobs
     assert jobs.get("quantize") == 3, jobs
     assert jobs.get("distill") == 3, jobs
     assert jobs.get("time_inversion") == 2, jobs
-    assert "train_teacher" not in jobs and "invert_external" not in jobs and "foreground" not in jobs
+    assert jobs.get("foreground") == 2, jobs
+    assert not {"train_teacher", "invert_external", "pretrain_student", "testbed"} & set(jobs), jobs
 
 
 def test_interrupted_run_resumes_only_what_is_missing(ci_run: Path) -> None:

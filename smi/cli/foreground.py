@@ -1,7 +1,10 @@
 """``smi foreground``: does CLS-attention stopping keep the foreground? (``shapes`` only)
 
 Applies SMI's patch stopping to real test images of a teacher and writes precision and recall
-of the kept patches against the ground-truth masks, next to random stopping.
+of the kept patches against the ground-truth masks, next to random stopping. With
+``--image-sets`` it also scores the kept patches of inverted images against the teacher's
+input-gradient saliency region (:mod:`smi.testbed_saliency`), and checks that proxy on the real
+images, where the truth is known (``saliency_proxy_precision``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=positive_int, default=None, help="evaluate the first N images (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random-stopping baseline")
+    parser.add_argument("--image-sets", nargs="*", default=[],
+                        help="inverted image sets whose kept patches are scored against the saliency region")
+    parser.add_argument("--labels", nargs="*", default=None,
+                        help="method label of each --image-sets file (default: the set's metadata method)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--teacher-id", default=None, help="teacher id stored in the metrics (default: file stem)")
     parser.add_argument("--no-progress", action="store_true")
@@ -50,17 +57,50 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(spec, args.split, teacher.data_config, with_masks=True)
     result = foreground_precision(teacher, dataset, schedule, args.num_images, args.batch_size, device, args.seed,
                                   progress=not args.no_progress)  # fmt: skip
+    inverted = _inverted(args, teacher, schedule, dataset, device) if args.image_sets else {}
     chash = config_hash(spec.to_config(), args.split, list(schedule.iterations), list(schedule.ratios),
-                        args.num_images, str(args.teacher))  # fmt: skip
+                        args.num_images, str(args.teacher), [str(p) for p in args.image_sets])  # fmt: skip
     record = {
         "kind": "foreground", "dataset": spec.name, "split": args.split,
         "teacher": args.teacher_id or Path(args.teacher).stem, "model_name": teacher.model_name, "seed": args.seed,
         "teacher_seed": teacher.metadata.get("seed"),
-        "iterations": list(schedule.iterations), "ratio": args.ratio, **result,
+        "iterations": list(schedule.iterations), "ratio": args.ratio, **result, **inverted,
         "provenance": provenance(device, args.seed, chash),
     }  # fmt: skip
     write_json(args.out, record)
     print(f"{record['teacher']}: kept {result['kept_patches']}/{result['num_patches']} patches; precision "
           f"{result['precision']:.3f} (random {result['random_precision']:.3f}, fg fraction {result['fg_fraction']:.3f}), "
           f"recall {result['recall']:.3f} (random {result['random_recall']:.3f})")  # fmt: skip
+    for label, seeds in inverted.get("inverted", {}).items():
+        for seed, r in seeds.items():
+            print(f"  inverted {label} {seed}: kept-patch precision vs saliency region {r['precision']:.3f} "
+                  f"(chance {r['chance_precision']:.3f}, {r['kept_patches']:.1f} kept)")  # fmt: skip
     return 0
+
+
+def _inverted(args: argparse.Namespace, teacher, schedule: StoppingSchedule, dataset, device) -> dict:
+    """Saliency-region precision of each image set (by label and seed) and the proxy's check."""
+    import torch
+
+    from smi.foreground import patch_foreground
+    from smi.imageset import ImageSet
+    from smi.sparse_vit import TokenSubsetViT
+    from smi.testbed_saliency import inverted_precision, proxy_agreement
+
+    labels = args.labels if args.labels is not None else [None] * len(args.image_sets)
+    if len(labels) != len(args.image_sets):
+        raise SMIError(f"got {len(labels)} --labels for {len(args.image_sets)} --image-sets; give one label per set.")
+    out: dict[str, dict[str, dict]] = {}
+    for path, label in zip(args.image_sets, labels):
+        image_set = ImageSet.load(path)
+        label = label or image_set.metadata.get("method")
+        if not label:
+            raise SMIError(f"{path} has no metadata 'method'; name it with --labels.")
+        seed = f"seed{image_set.metadata.get('seed', 0)}"
+        out.setdefault(label, {})[seed] = inverted_precision(teacher, image_set, schedule, device=device)
+    total = len(dataset) if args.num_images is None else min(args.num_images, len(dataset))
+    items = [dataset[i] for i in range(total)]
+    images, labels_t = torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items])
+    fg = patch_foreground(TokenSubsetViT(teacher.model), torch.stack([it[2] for it in items]))
+    return {"inverted": out, "saliency_proxy_precision": proxy_agreement(teacher, images, labels_t, fg, device=device),
+            "saliency_proxy_chance": float(fg.float().mean())}  # fmt: skip

@@ -32,7 +32,7 @@ import pandas as pd
 from smi.errors import SMIError
 from smi.io import atomic_path
 
-KINDS: tuple[str, ...] = ("teacher", "inversion", "quantization", "distillation", "foreground", "timing")
+KINDS: tuple[str, ...] = ("teacher", "inversion", "quantization", "distillation", "foreground", "timing", "testbed", "pretrain")
 # Columns that identify a record; they lead the summary and are copied into the long tables.
 KEY_COLUMNS: tuple[str, ...] = (
     "kind", "dataset", "teacher", "teacher_seed", "model_name", "method", "calibration", "student", "seed",

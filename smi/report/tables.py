@@ -7,7 +7,10 @@
 3. ``distillation``: final student top-1 per method and epochs needed to reach a fixed
    fraction of the dense-inversion student's final top-1;
 4. ``shapes``: on the synthetic ``shapes`` dataset, how often kept patches lie on the object
-   (against randomly kept patches) and the student's correlated-vs-decorrelated test gap.
+   (against randomly kept patches) and the student's correlated-vs-decorrelated test gap;
+5. ``testbed``: per teacher, the properties the other tables depend on - accuracy on each
+   test split, background-shortcut reliance, activation outlier ratio on real and noise
+   images, and the pretrained student's accuracy on its pretraining source.
 
 Every builder returns a :class:`smi.report.render.Table` of numbers (mean, std, seed count),
 so the same object renders to Markdown/LaTeX/HTML and feeds ``smi compare``.
@@ -36,7 +39,7 @@ BUDGET_COLUMN = "budget_gflops"  # distillation at an equal inversion-FLOPs budg
 # A foreground record scores SMI's CLS-attention stopping against random stopping on real
 # images; records that do not name a method are labelled with this one.
 FOREGROUND_DEFAULT_METHOD = "smi"
-TABLE_NAMES: tuple[str, ...] = ("efficiency", "quantization", "distillation", "shapes")
+TABLE_NAMES: tuple[str, ...] = ("efficiency", "quantization", "distillation", "shapes", "testbed")
 # Real data is an upper reference, not a data-free competitor: never set in bold.
 REFERENCE_METHODS: tuple[str, ...] = ("real",)
 SEED_NOTE = "Cells are mean ± sample standard deviation over seeds (no ± for a single seed)."
@@ -349,6 +352,7 @@ def shapes_table(summary: pd.DataFrame) -> Table:
             dist = dist[pd.to_numeric(dist["decorrelation_gap"], errors="coerce").notna()]
         else:
             dist = dist.iloc[0:0]
+    inv = _inverted_foreground(fg, index)
     if fg.empty and dist.empty:
         return _empty("shapes", title, index, "no foreground records and no shapes distillation records in this run.")
     columns: list[Column] = []
@@ -368,6 +372,13 @@ def shapes_table(summary: pd.DataFrame) -> Table:
         ):
             columns.append(col)
             cells.append(_cells(fg, index, value, col.label))
+    if not inv.empty:
+        for value, col in (
+            ("precision_pct", Column("Inverted: FG precision vs saliency (%)", HIGHER, 1)),
+            ("chance_pct", Column("Inverted: chance (%)", None, 1)),
+        ):
+            columns.append(col)
+            cells.append(_cells(inv, index, value, col.label))
     if not dist.empty:
         students = sorted(dist["student"].unique())
         for student in students:
@@ -380,11 +391,12 @@ def shapes_table(summary: pd.DataFrame) -> Table:
             ):
                 columns.append(col)
                 cells.append(_cells(part, index, value, col.label))
-    both = pd.concat([f[list(index)] for f in (fg, dist) if not f.empty], ignore_index=True)
+    both = pd.concat([f[list(index)] for f in (fg, inv, dist) if not f.empty], ignore_index=True)
     notes = [
-        _seed_note(pd.concat([f for f in (fg, dist) if not f.empty], ignore_index=True)),
+        _seed_note(pd.concat([f for f in (fg, inv, dist) if not f.empty], ignore_index=True)),
         "FG precision: share of kept patches that overlap the object; random-keep: the same number of "
         "patches kept uniformly at random (chance level).",
+        *_saliency_notes(fg),
         "Gap = student top-1 on the correlated test split (backgrounds agree with the class, as in training) "
         "minus top-1 on the decorrelated split, in percentage points; smaller means less background shortcut.",
     ]
@@ -392,14 +404,103 @@ def shapes_table(summary: pd.DataFrame) -> Table:
                  pd.concat(cells, ignore_index=True), group=group, notes=notes)
 
 
+# Testbed columns: (summary column of the testbed record, header, decimals).
+TESTBED_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("top1_test", "Top-1 test (%)", 2),
+    ("top1_test_correlated", "Top-1 correlated test (%)", 2),
+    ("shortcut_reliance", "Shortcut reliance (pp)", 2),
+    ("outlier_ratio_real_median", "Outlier ratio real, median", 1),
+    ("outlier_ratio_real_max", "Outlier ratio real, max", 1),
+    ("outlier_ratio_noise_median", "Outlier ratio noise, median", 1),
+    ("outlier_ratio_noise_max", "Outlier ratio noise, max", 1),
+)
+
+
+def testbed_table(summary: pd.DataFrame) -> Table:
+    """Table 5: per teacher, the properties of the toy world that the other tables rest on."""
+    index = ("dataset", "teacher")
+    title = "Testbed: what each teacher and its data have (and lack)"
+    bed = _records(summary, "testbed", index)
+    if bed.empty:
+        return _empty("testbed", title, index, "no testbed records in this run.")
+    columns: list[Column] = []
+    cells = []
+    for value, label, decimals in TESTBED_COLUMNS:
+        if value in bed and pd.to_numeric(bed[value], errors="coerce").notna().any():
+            columns.append(Column(label, None, decimals))
+            cells.append(_cells(bed, index, value, label))
+    pre = summary[summary["kind"] == "pretrain"] if "kind" in summary else pd.DataFrame()
+    if not pre.empty and "pretrain_top1" in pre:
+        # A pretrained student belongs to every teacher of its target dataset.
+        joined = bed[list(index)].drop_duplicates().merge(
+            pre[["dataset", "student", "pretrain_dataset", "pretrain_top1"]], on="dataset")
+        for student in sorted(joined["student"].unique()):
+            part = joined[joined["student"] == student]
+            label = f"{student} pretraining top-1 (%)"
+            columns.append(Column(label, None, 2))
+            cells.append(_cells(part, index, "pretrain_top1", label).assign(
+                note=_pretrain_notes(part, index)))
+    rows = bed[list(index)].drop_duplicates().sort_values(list(index), kind="stable").reset_index(drop=True)
+    notes = [
+        "Shortcut reliance: teacher top-1 on the correlated test split (backgrounds follow the class as in "
+        "training, rho) minus top-1 on the decorrelated test split, in percentage points.",
+        "Outlier ratio: at the input and output of every linear layer of the blocks (the quantizer positions "
+        "of QuantLinear), the largest channel's range over the median channel's range; median and maximum "
+        "over those activations, on real test images and on the noise images.",
+        "Pretraining top-1: the distillation student's accuracy on the test split of its pretraining source "
+        "(another dataset than the teacher's; the source is named in the cell).",
+    ]
+    return Table("testbed", title, index, columns, rows.assign(reference=False),
+                 pd.concat(cells, ignore_index=True), notes=notes)
+
+
+def _pretrain_notes(part: pd.DataFrame, index: tuple[str, ...]) -> list[str]:
+    """``(on <source>)`` per cell, in the order :func:`seed_stats` groups the rows."""
+    sources = part.groupby(list(index), sort=False)["pretrain_dataset"].first()
+    return [f"(on {source})" for source in sources]
+
+
+def _inverted_foreground(fg: pd.DataFrame, index: tuple[str, ...]) -> pd.DataFrame:
+    """Long rows (index, seed, precision_pct, chance_pct) from ``inverted.<label>.<seed>.*`` columns."""
+    rows = []
+    prefix, suffix = "inverted.", ".precision"
+    for col in (c for c in fg.columns if c.startswith(prefix) and c.endswith(suffix)):
+        label, seed = col[len(prefix) : -len(suffix)].rsplit(".", 1)
+        chance = f"{prefix}{label}.{seed}.chance_precision"
+        for _, rec in fg.iterrows():
+            if pd.notna(rec[col]):
+                rows.append({"dataset": rec["dataset"], "teacher": rec["teacher"], "method": label,
+                             "seed": int(seed.removeprefix("seed")), "precision_pct": 100.0 * float(rec[col]),
+                             "chance_pct": 100.0 * float(rec.get(chance, np.nan))})  # fmt: skip
+    return pd.DataFrame(rows, columns=[*index, "seed", "precision_pct", "chance_pct"])
+
+
+def _saliency_notes(fg: pd.DataFrame) -> list[str]:
+    """The inverted-image columns' definition and the proxy's check on real images."""
+    if fg.empty or "saliency_proxy_precision" not in fg:
+        return []
+    check = ", ".join(
+        f"{r['teacher']}: {100 * r['saliency_proxy_precision']:.1f} % (chance {100 * r['saliency_proxy_chance']:.1f} %)"
+        for _, r in fg.iterrows() if pd.notna(r.get("saliency_proxy_precision"))
+    )  # fmt: skip
+    return [
+        "Inverted: share of an inverted image's kept patches inside its saliency region (the k patches with the "
+        "largest input gradient of the target class, k = kept patches); images that keep every patch are "
+        "stopped by CLS attention first. Sparse images were optimised on their kept patches only, so compare "
+        "with smi-random, the control. Chance: k / N.",
+        f"Saliency proxy on real test images (share of the most salient patches that are object): {check}.",
+    ]
+
+
 def build_tables(agg: Aggregate, target_fraction: float = DEFAULT_TARGET_FRACTION) -> dict[str, Table]:
-    """All four tables of a run, keyed by :data:`TABLE_NAMES`."""
+    """All five tables of a run, keyed by :data:`TABLE_NAMES`."""
     summary = agg.summary
     return {
         "efficiency": efficiency_table(summary),
         "quantization": quantization_table(summary),
         "distillation": distillation_table(summary, agg.table("curves.csv"), target_fraction),
         "shapes": shapes_table(summary),
+        "testbed": testbed_table(summary),
     }
 
 

@@ -30,7 +30,11 @@ _check_official_students()
 
 def distill_inputs(wildcards):
     """The teacher; with protocol suite also the method's image set and its inversion metrics."""
-    inputs = {"teacher": teacher_file(wildcards), "student_weights": student_weights(wildcards)}
+    inputs = {
+        "teacher": teacher_file(wildcards),
+        "student_weights": student_weights(wildcards),  # fetched hub weights (teachers.smk), if any
+        "student_checkpoint": student_checkpoint(wildcards),  # pretrained in the workflow (pretrain.smk), if any
+    }
     if KD_PROTOCOL == "suite":
         inputs["images"] = image_set(wildcards)
         inputs["inversion"] = image_set(wildcards)[: -len(".pt")] + ".json"
@@ -62,7 +66,7 @@ rule distill:
     params:
         teacher_id=teacher_id,
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),
-        student_spec=lambda w: as_json(student_job_spec(w.student)),
+        student_spec=lambda w: as_json(student_spec_for(w.student, w.dataset)),
         recipe=as_json(config["distillation"]["recipe"]),
         protocol=KD_PROTOCOL,
         protocol_args=distill_protocol_args,

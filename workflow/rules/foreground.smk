@@ -1,9 +1,21 @@
-# Does CLS-attention scoring keep the foreground? Precision of kept patches on real test images.
+# Does CLS-attention scoring keep the foreground? Precision of kept patches on real test images
+# (ground-truth masks) and on every inverted image set of the experiment (saliency region).
+
+
+def foreground_image_sets(wildcards):
+    exp = experiment(wildcards.dataset, teacher_id(wildcards))
+    return [f"{R}/images/{wildcards.dataset}/{wildcards.teacher}/{m}/seed{s}.pt" for m in exp["methods"] for s in exp["seeds"]]
+
+
+def foreground_labels(wildcards):
+    exp = experiment(wildcards.dataset, teacher_id(wildcards))
+    return " ".join(m for m in exp["methods"] for _ in exp["seeds"])
 
 
 rule foreground:
     input:
         teacher=teacher_file,
+        image_sets=foreground_image_sets,
     output:
         f"{R}/foreground/{{dataset}}/{{teacher}}.json",
     params:
@@ -12,6 +24,7 @@ rule foreground:
         iterations=" ".join(map(str, config["foreground"]["iterations"])),
         ratio=config["foreground"]["ratio"],
         num_images=config["foreground"]["num_images"],
+        labels=foreground_labels,
     log:
         f"{R}/logs/foreground/{{dataset}}/{{teacher}}.log",
     threads: THREADS
@@ -22,4 +35,4 @@ rule foreground:
     shell:
         "{SMI} foreground --teacher {input.teacher} --teacher-id {params.teacher_id}"
         " --dataset-spec {params.dataset_spec} --iterations {params.iterations} --ratio {params.ratio}"
-        " --num-images {params.num_images} --out {output} --device {DEVICE} --threads {threads} > {log} 2>&1"
+        " --num-images {params.num_images} --image-sets {input.image_sets} --labels {params.labels} --out {output} --device {DEVICE} --threads {threads} > {log} 2>&1"

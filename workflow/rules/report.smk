@@ -1,12 +1,12 @@
 # Aggregation, paper-style tables and figures, and their report captions.
 
-TABLES = ["efficiency", "quantization", "distillation", "shapes"]
+TABLES = ["efficiency", "quantization", "distillation", "shapes", "testbed"]
 FIGURES = ["speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches", "image_grid"]
 
 
 rule aggregate:
     input:
-        all_metrics(),
+        all_metrics() + testbed_metrics() + pretrain_metrics(),
     output:
         summary=report(f"{R}/summary.csv", caption="../report/summary.rst", category="Summary"),
         curves=f"{R}/curves.csv",
