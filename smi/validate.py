@@ -330,13 +330,16 @@ def _check_quantization(section: Mapping[str, Any]) -> None:
     from smi.config import from_dict
     from smi.quant.config import QuantConfig
 
-    for w_bits, a_bits in section["bits"]:
-        values = {**dict(section.get("options", {})), "w_bits": w_bits, "a_bits": a_bits,
-                  "range_estimator": section["range_estimator"], "calib_size": section["calib_size"]}  # fmt: skip
-        try:
-            from_dict(QuantConfig, values, "the quantization config")
-        except SMIError as exc:
-            raise _at("quantization", exc) from None
+    estimators = section["range_estimator"]
+    for estimator in [estimators] if isinstance(estimators, str) else estimators:
+        for w_bits, a_bits in section["bits"]:
+            values = {**dict(section.get("options", {})), "w_bits": w_bits, "a_bits": a_bits,
+                      "range_estimator": estimator, "calib_size": section["calib_size"],
+                      "protocol": section.get("protocol", "suite")}  # fmt: skip
+            try:
+                from_dict(QuantConfig, values, "the quantization config")
+            except SMIError as exc:
+                raise _at("quantization", exc) from None
 
 
 def _check_external(label: str, command: str, base_dir: str | os.PathLike[str]) -> None:
@@ -385,7 +388,8 @@ def _check_distillation(section: Mapping[str, Any], teacher_kwargs: Mapping[str,
     for student_id, values in section.get("students", {}).items():
         key = f"distillation.students.{student_id}"
         try:
-            spec = from_dict(StudentSpec, values, "the student spec")
+            # `pretrain` is the workflow's (pretrain.smk): the job gets the spec without it.
+            spec = from_dict(StudentSpec, {k: v for k, v in values.items() if k != "pretrain"}, "the student spec")
             _build(spec.model, {**teacher_kwargs, **spec.model_kwargs})
         except SMIError as exc:
             raise _at(key, exc) from None
