@@ -69,7 +69,7 @@ def test_two_runs_differ_only_in_wall_time(tmp_path: Path) -> None:
 
     # Teachers and image sets: the same bytes.
     files = sorted(p.relative_to(run_a) for p in run_a.glob("*/**/*.pt"))
-    assert {p.parts[0] for p in files} == {"teachers", "images"}, files
+    assert {p.parts[0] for p in files} == {"teachers", "images", "students"}, files
     assert files == sorted(p.relative_to(run_b) for p in run_b.glob("*/**/*.pt"))
     different = [str(p) for p in files if (run_a / p).read_bytes() != (run_b / p).read_bytes()]
     assert not different, f"not bit-identical between two runs: {different}"

@@ -161,9 +161,11 @@ def test_until_fetch_weights_offline_with_a_standin_hub(tmp_path: Path) -> None:
     config["datasets"]["inet"] = {"name": "imagenet", "root": str(root)}
     config["teachers"]["deit-t"] = {"model": MODEL, "source": "pretrained"}
     config["teachers"]["deit-t-ft"] = {"model": MODEL, "source": "finetune", "recipe": {"epochs": 1}}
-    config["experiments"].append({"dataset": "inet", "teacher": "deit-t", "seeds": [0], "methods": ["dense"]})
+    config["experiments"].append({"dataset": "inet", "teacher": "deit-t", "seeds": [0], "methods": ["dense"],
+                                  "students": ["deit-t-pretrained"]})
     config["distillation"]["students"]["deit-t-pretrained"] = {"model": MODEL, "init": "pretrained"}
-    config["experiments"].append({"dataset": "inet", "teacher": "deit-t-ft", "seeds": [0], "methods": ["dense"]})
+    config["experiments"].append({"dataset": "inet", "teacher": "deit-t-ft", "seeds": [0], "methods": ["dense"],
+                                  "students": ["deit-t-pretrained"]})
     path = tmp_path / "offline.yaml"
     path.write_text(yaml.safe_dump(config))
     cache = tmp_path / "cache"

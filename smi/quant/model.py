@@ -28,14 +28,15 @@ from timm.layers import Attention
 from torch import nn
 
 from smi.errors import SMIError
+from smi.quant.base import QuantizedViT
 from smi.quant.config import QuantConfig
 from smi.quant.fake_quant import quantize_weight_per_channel
 from smi.quant.modules import ActFactory, ActQuantizer, Mode, QuantAttention, QuantLinear
 from smi.quant.official import OfficialQuantViT, quantize_vit_official
-from smi.sparse_vit import TokenSubsetViT, check_vit
+from smi.sparse_vit import check_vit
 
 
-class QuantViT(TokenSubsetViT):
+class QuantViT(QuantizedViT):
     """Token-subset forward of a fake-quantized ViT copy.
 
     Args:
@@ -68,22 +69,6 @@ class QuantViT(TokenSubsetViT):
         for _, quantizer in self.act_quantizers():
             quantizer.finalize()
         self.set_mode("quantize")
-
-    def activation_ranges(self) -> list[dict[str, float | str]]:
-        """Calibrated range of every activation quantizer (after :meth:`finalize`).
-
-        Returns:
-            One ``{"quantizer": module name, "lo": ..., "hi": ...}`` per quantizer.
-        """
-        out: list[dict[str, float | str]] = []
-        for name, quantizer in self.act_quantizers():
-            lo, hi = quantizer.quantization_range()
-            out.append({"quantizer": name, "lo": lo, "hi": hi})
-        return out
-
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of normalised dense images (every patch kept)."""
-        return self.forward(images).logits
 
 
 def quantize_vit(model: nn.Module, config: QuantConfig) -> QuantViT | OfficialQuantViT:

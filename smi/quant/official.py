@@ -36,10 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from smi.errors import SMIError
+from smi.quant.base import QuantizedViT
 from smi.quant.config import QuantConfig
 from smi.quant.modules import ActQuantizer, Mode, OfficialActQuantizer
 from smi.quant.official_grid import official_quantize_weight
-from smi.sparse_vit import TokenForward, TokenSubsetViT, check_vit, gather_patches
+from smi.sparse_vit import TokenForward, check_vit, gather_patches
 
 
 class _AttnPoints(nn.Module):
@@ -82,7 +83,7 @@ class OfficialPoints(nn.Module):
         self.qact2, self.act_out = act(), act()
 
 
-class OfficialQuantViT(TokenSubsetViT):
+class OfficialQuantViT(QuantizedViT):
     """Token-subset forward of a timm DeiT/ViT with the official PSAQ-ViT quantization points.
 
     Args:
@@ -119,18 +120,6 @@ class OfficialQuantViT(TokenSubsetViT):
         for _, quantizer in self.act_quantizers():
             quantizer.finalize()
         self.set_mode("quantize")
-
-    def activation_ranges(self) -> list[dict[str, float | str]]:
-        """Calibrated range of every activation quantizer (after :meth:`finalize`)."""
-        out: list[dict[str, float | str]] = []
-        for name, quantizer in self.act_quantizers():
-            lo, hi = quantizer.quantization_range()
-            out.append({"quantizer": name, "lo": lo, "hi": hi})
-        return out
-
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of normalised dense images (every patch kept)."""
-        return self.forward(images).logits
 
     # ------------------------------------------------------------------ forward
     def _linear(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ def _check_pretrain():
             if config["datasets"][source]["name"] == config["datasets"].get(target, {}).get("name"):
                 raise WorkflowError(f"{where}: {target!r} would be pretrained on its own dataset; pick another source.")
         for exp in config["experiments"]:
-            if distill_methods(exp) and exp["dataset"] not in block["sources"]:
+            if distill_methods(exp) and student in experiment_students(exp) and exp["dataset"] not in block["sources"]:
                 raise WorkflowError(f"{where}: no pretraining source for dataset {exp['dataset']!r}; add it under 'sources'.")
 
 
@@ -55,7 +55,7 @@ def student_spec_for(student, dataset):
 def pretrain_metrics():
     """One pretraining record per (student, target dataset) that distils a pretrained student."""
     pairs = sorted({(st, e["dataset"]) for e in config["experiments"] if distill_methods(e)
-                    for st in STUDENTS if pretrain_source(st, e["dataset"])})
+                    for st in experiment_students(e) if pretrain_source(st, e["dataset"])})
     return [f"{R}/students/{st}/{dataset}.json" for st, dataset in pairs]
 
 
