@@ -90,6 +90,20 @@ open_fraction = float_range(0.0, 1.0, low_open=True, high_open=True)
 unit_fraction = float_range(0.0, 1.0, low_open=True)
 
 
+
+def inversion_config(args: argparse.Namespace) -> Any:
+    """The run's ``InversionConfig``: ``--inversion-config`` with ``--batch-size`` / ``--iterations`` on top."""
+    from smi.config import from_dict
+    from smi.inversion import InversionConfig
+
+    overrides = dict(args.inversion_config)
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    if args.iterations is not None:
+        overrides["iterations"] = args.iterations
+    return from_dict(InversionConfig, overrides, "the inversion config")
+
+
 def check_writable(paths: Iterable[str | os.PathLike[str] | None], folders: Iterable[str | os.PathLike[str] | None] = ()) -> None:
     """Raise unless every output can be created, before any work is done.
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from smi.cli._common import add_device_arguments, json_arg, nonneg_int, open_fraction, positive_int, resolve_device
-from smi.config import from_dict
-from smi.inversion import InversionConfig
+from smi.cli._common import (
+    add_device_arguments, inversion_config, json_arg, nonneg_int, open_fraction, positive_int, resolve_device,
+)
 from smi.io import atomic_path, provenance, write_json
 from smi.registry import available_methods, create_method
 
@@ -50,12 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ratio is not None:
         params["ratio"] = args.ratio
     method = create_method(args.method, params)
-    overrides = dict(args.inversion_config)
-    if args.batch_size is not None:
-        overrides["batch_size"] = args.batch_size
-    if args.iterations is not None:
-        overrides["iterations"] = args.iterations
-    config = from_dict(InversionConfig, overrides, "the inversion config")
+    config = inversion_config(args)
     teacher = load_teacher(args.teacher, device=device)
     dataset_spec = None
     if args.dataset_spec is not None:

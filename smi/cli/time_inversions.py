@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from smi.cli._common import add_device_arguments, json_arg, resolve_device
+from smi.cli._common import add_device_arguments, inversion_config, json_arg, positive_int, resolve_device
 from smi.config import config_hash, from_dict, to_dict
 from smi.errors import SMIError
 from smi.io import provenance, write_json
@@ -34,13 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='label -> {"method": registered name (default: the label), "params": {...}} as a JSON object',
     )
     parser.add_argument("--num-images", type=int, required=True, help="output images of each inversion job (sets the batch a method runs)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images optimised together in the inversion jobs")
-    parser.add_argument("--iterations", type=int, default=None, help="iterations of the inversion jobs")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="images optimised together in the inversion jobs")
+    parser.add_argument("--iterations", type=positive_int, default=None, help="iterations of the inversion jobs")
     parser.add_argument(
-        "--timed-iterations", type=int, default=None,
+        "--timed-iterations", type=positive_int, default=None,
         help="iterations of each timed run (default: --iterations); schedules are compressed in proportion",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported; at least 3 recommended)")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (median reported; at least 3 recommended)")
     parser.add_argument("--reference", default="dense", help="label speed-ups are taken against (default: dense)")
     parser.add_argument("--inversion-config", type=json_arg, default={}, help="other InversionConfig keys as JSON (lr, tv_l2, ...)")
     parser.add_argument("--seed", type=int, default=0)
@@ -69,19 +69,12 @@ def run(args: argparse.Namespace) -> int:
     from smi.inversion import InversionConfig
     from smi.teachers import load_teacher
 
-    if args.rounds < 1:
-        raise SMIError(f"--rounds must be at least 1, got {args.rounds}.")
     device = resolve_device(args)
     methods = _methods(args.methods)
     # Image sources (noise, real data) run no inversion: nothing to time.
     skipped = {label: "image source without inversion" for label, m in methods.items() if not m.synthesizes}
     methods = {label: m for label, m in methods.items() if label not in skipped}
-    overrides = dict(args.inversion_config)
-    if args.batch_size is not None:
-        overrides["batch_size"] = args.batch_size
-    if args.iterations is not None:
-        overrides["iterations"] = args.iterations
-    full = from_dict(InversionConfig, overrides, "the inversion config")
+    full = inversion_config(args)
     timed_iterations = args.timed_iterations or full.iterations
     if not 1 <= timed_iterations <= full.iterations:
         raise SMIError(f"--timed-iterations {timed_iterations} must lie in [1, {full.iterations}] (the run's iterations).")
