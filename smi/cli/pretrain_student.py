@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smi.cli._common import add_device_arguments, resolve_device, spec_arg
+from smi.cli._common import add_device_arguments, nonneg_int, resolve_device, spec_arg
 from smi.config import config_hash
 from smi.errors import SMIError
 from smi.io import provenance, write_json
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student-id", default=None, help="student name stored in the metrics (default: file stem)")
     parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_device_arguments(parser)
 

@@ -13,9 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from smi.cli._common import add_device_arguments, json_arg, resolve_device
+from smi.cli._common import add_device_arguments, json_arg, positive_int, resolve_device
 from smi.config import config_hash
-from smi.errors import SMIError
 from smi.io import provenance, write_json
 
 COMMAND = "testbed"
@@ -32,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: file name)")
     parser.add_argument("--dataset-spec", type=json_arg, required=True, help="teacher's dataset as JSON")
     parser.add_argument("--noise-set", default=None, help="noise image-set file ('noise' method) for the noise outlier ratio")
-    parser.add_argument("--num-images", type=int, default=256, help="real test images for the outlier ratio")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-images", type=positive_int, default=256, help="real test images for the outlier ratio")
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     add_device_arguments(parser)
 
@@ -48,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
     from smi.testbed import measure_outliers
 
     device = resolve_device(args)
-    if args.num_images < 1:
-        raise SMIError(f"--num-images {args.num_images} must be at least 1.")
     teacher = load_teacher(args.teacher, device)
     spec, test_set = load_split(args.dataset_spec, DECORRELATED_SPLIT, teacher)
     accuracy: dict[str, float] = {}

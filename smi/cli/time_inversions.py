@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from smi.cli._common import add_device_arguments, inversion_config, json_arg, positive_int, resolve_device
+from smi.cli._common import add_device_arguments, inversion_config, json_arg, nonneg_int, positive_int, resolve_device
 from smi.config import config_hash, from_dict, to_dict
 from smi.errors import SMIError
 from smi.io import provenance, write_json
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--methods", type=json_arg, required=True,
         help='label -> {"method": registered name (default: the label), "params": {...}} as a JSON object',
     )
-    parser.add_argument("--num-images", type=int, required=True, help="output images of each inversion job (sets the batch a method runs)")
+    parser.add_argument("--num-images", type=positive_int, required=True, help="output images of each inversion job (sets the batch a method runs)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="images optimised together in the inversion jobs")
     parser.add_argument("--iterations", type=positive_int, default=None, help="iterations of the inversion jobs")
     parser.add_argument(
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (median reported; at least 3 recommended)")
     parser.add_argument("--reference", default="dense", help="label speed-ups are taken against (default: dense)")
     parser.add_argument("--inversion-config", type=json_arg, default={}, help="other InversionConfig keys as JSON (lr, tv_l2, ...)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--out", required=True, help="timing record (JSON) to write")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_device_arguments(parser)
