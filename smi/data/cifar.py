@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from smi.data.subset import subset_indices
 from smi.data.transforms import check_data_config, eval_transform
 from smi.errors import SMIError
 
@@ -120,9 +121,8 @@ def load_cifar_split(
 ) -> CifarDataset:
     """The ``split`` of ``name`` (``cifar10`` / ``cifar100``) under ``root``, transformed for the model."""
     pixels, labels = read_split(name, root, split)
-    if options.max_images is not None and len(labels) > options.max_images:
-        gen = torch.Generator().manual_seed(options.subset_seed)
-        keep = np.sort(torch.randperm(len(labels), generator=gen)[: options.max_images].numpy())
+    keep = subset_indices(len(labels), options.max_images, options.subset_seed)
+    if keep is not None:
         pixels, labels = pixels[keep], labels[keep]
     return CifarDataset(pixels, labels, cifar_transform(data_config, options.keep_zero))
 

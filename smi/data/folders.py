@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch.utils.data import Dataset
 
+from smi.data.subset import subset_indices
 from smi.data.transforms import eval_transform
 from smi.errors import SMIError
 
@@ -85,9 +86,8 @@ def load_folder_split(
 ) -> FileImageDataset:
     """The ``split`` of folder dataset ``name`` under ``root``, with timm's eval transform."""
     samples, _ = scan(name, root, split)
-    if options.max_images is not None and len(samples) > options.max_images:
-        gen = torch.Generator().manual_seed(options.subset_seed)
-        keep = sorted(torch.randperm(len(samples), generator=gen)[: options.max_images].tolist())
+    keep = subset_indices(len(samples), options.max_images, options.subset_seed)
+    if keep is not None:
         samples = [samples[i] for i in keep]
     return FileImageDataset(samples, eval_transform(data_config))
 
