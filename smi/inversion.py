@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from smi.augment import JitterSampler, PatchJitter
 from smi.errors import SMIError
-from smi.measure import Stopwatch, count_flops, count_forward_flops, saved_activation_bytes
+from smi.measure import count_flops, count_forward_flops, saved_activation_bytes, start_timed_loop
 from smi.policies import NoStopping, PatchPolicy
 from smi.priors import PatchNeighbours, PriorWeights, patch_priors
 from smi.sparse_vit import TokenSubsetViT, gather_patches, mask_to_pixels, mask_to_positions, scatter_patches
@@ -363,11 +363,8 @@ class InversionRun:
         cuda = device.type == "cuda"
 
         self._warm_up(patches, layout)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
+        watch = start_timed_loop(device)
         peak_before_last = 0
-        watch = Stopwatch(device)
-        watch.start()
         bar = tqdm(range(cfg.iterations), desc="invert", disable=not self.progress, leave=False, mininterval=1.0)
         for t in bar:
             scoring = t in decisions and self.policy.needs_attention

@@ -122,6 +122,16 @@ class Stopwatch:
         self._started = None
 
 
+
+def start_timed_loop(device: torch.device) -> Stopwatch:
+    """After the warm-up: reset the CUDA peak-memory counter and start the clock of a timed loop."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    watch = Stopwatch(device)
+    watch.start()
+    return watch
+
+
 def vit_block_flops_analytic(tokens: int, dim: int, mlp_hidden: int, backward_input_only: bool = True) -> int:
     """Analytic FLOPs of one pre-norm ViT block for a single sample (matmuls only).
 

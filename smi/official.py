@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from smi.augment import PixelJitter, PixelJitterSampler
 from smi.errors import SMIError
 from smi.inversion import InversionResult, InversionRun, forward_precision, watch_terms
-from smi.measure import Stopwatch, count_forward_flops
+from smi.measure import count_forward_flops, start_timed_loop
 from smi.policies import keep_top
 from smi.priors import batch_priors
 from smi.sparse_vit import gather_patches, mask_to_positions
@@ -148,11 +148,8 @@ class OfficialInversionRun(InversionRun):
 
         for _ in range(cfg.warmup_iterations):
             self.image_step(images.detach().clone().requires_grad_(True), positions, None, False)[0].backward()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
+        watch = start_timed_loop(device)
         peak_before_last = 0
-        watch = Stopwatch(device)
-        watch.start()
         bar = tqdm(range(cfg.iterations), desc="invert", disable=not self.progress, leave=False, mininterval=1.0)
         for t in bar:
             jitter = None if t in self.still else self.pixel_sampler.sample(self.generator)
