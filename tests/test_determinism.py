@@ -1,9 +1,11 @@
 """Reruns reproduce: the same config, seeds, thread count and machine give the same results.
 
 A small config (the CI config cut to one teacher and three image sources) runs twice into two
-work directories. The teachers and image sets must be bit-identical files, and `smi compare`
-of the two runs may list only wall-time cells (time per image and speed-up of the efficiency
-table): every accuracy, FLOPs and memory cell must be equal.
+work directories: once with every job in a fresh interpreter (`warm_start: false`), once with
+the jobs forked from the warm-start server (smi.warm, the default), so the test also shows that
+warm start changes nothing. The teachers and image sets must be bit-identical files, and
+`smi compare` of the two runs may list only wall-time cells (time per image and speed-up of the
+efficiency table): every accuracy, FLOPs and memory cell must be equal.
 """
 
 from __future__ import annotations
@@ -62,10 +64,11 @@ def run_workflow(workdir: Path, configfile: Path) -> Path:
 
 @pytest.mark.slow
 def test_two_runs_differ_only_in_wall_time(tmp_path: Path) -> None:
-    configfile = tmp_path / "small.yaml"
-    configfile.write_text(yaml.safe_dump(small_config()))
-    run_a = run_workflow(tmp_path / "a", configfile)
-    run_b = run_workflow(tmp_path / "b", configfile)
+    cold, warm = tmp_path / "cold.yaml", tmp_path / "warm.yaml"
+    cold.write_text(yaml.safe_dump({**small_config(), "warm_start": False}))
+    warm.write_text(yaml.safe_dump({**small_config(), "warm_start": True}))
+    run_a = run_workflow(tmp_path / "a", cold)
+    run_b = run_workflow(tmp_path / "b", warm)
 
     # Teachers and image sets: the same bytes.
     files = sorted(p.relative_to(run_a) for p in run_a.glob("*/**/*.pt"))
