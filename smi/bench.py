@@ -1,9 +1,9 @@
 """Interleaved timing of inversion methods on one model, in one process.
 
 Speed is only comparable within a run on the same machine state, so methods are timed
-alternately (``rounds`` rounds, each method once per round, in the same order) on the same
-model, batch and iterations, and speed-ups are ratios within one round; the median over rounds
-is reported. :func:`time_methods` does this for any registered methods (the workflow's
+alternately (``rounds`` rounds, each method once per round, the order reversed every other
+round) on the same model, batch and iterations, and speed-ups are ratios within one round; the
+median over rounds is reported. :func:`time_methods` does this for any registered methods (the workflow's
 ``smi time-inversions`` job); :func:`run_benchmark` for dense inversion and SMI on a model with
 random weights (``smi bench-inversion``), plus the FLOP reduction of the full paper schedule
 (4000 iterations), computed from the FLOPs measured at each active token count, which is exact
@@ -90,10 +90,13 @@ TimedRun = Callable[[], list[InversionResult]]
 
 
 def interleaved(runs: Mapping[str, TimedRun], rounds: int) -> dict[str, list[list[InversionResult]]]:
-    """Call every run once per round, in the given order, for ``rounds`` rounds.
+    """Call every run once per round, for ``rounds`` rounds, reversing the order every other round.
 
     Interleaving spreads a slow phase of the machine (another process, thermal throttling)
-    over every method instead of charging it to whichever method ran then.
+    over every method instead of charging it to whichever method ran then. Alternating the
+    order (first to last, then last to first) cancels what running early or late in a round
+    does to a method (caches and allocator state left by the previous method, a drift of the
+    clock speed over the round), so two methods that do the same work get the same time.
 
     Args:
         runs: Label -> a call that runs one timed inversion and returns its results.
@@ -105,9 +108,10 @@ def interleaved(runs: Mapping[str, TimedRun], rounds: int) -> dict[str, list[lis
     if rounds < 1:
         raise SMIError(f"timing needs at least one round, got {rounds}.")
     out: dict[str, list[list[InversionResult]]] = {label: [] for label in runs}
-    for _ in range(rounds):
-        for label, run in runs.items():
-            out[label].append(run())
+    labels = list(runs)
+    for round_index in range(rounds):
+        for label in labels if round_index % 2 == 0 else reversed(labels):
+            out[label].append(runs[label]())
     return out
 
 

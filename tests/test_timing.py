@@ -38,10 +38,12 @@ def test_compress_method_scales_schedules_in_proportion() -> None:
     assert compress_method(dense, 0.5) is dense
 
 
-def test_interleaved_runs_every_method_once_per_round_in_order() -> None:
+def test_interleaved_runs_every_method_once_per_round_alternating_the_order() -> None:
     calls: list[str] = []
-    out = interleaved({"a": lambda: calls.append("a") or [], "b": lambda: calls.append("b") or []}, 3)
-    assert calls == ["a", "b"] * 3 and {k: len(v) for k, v in out.items()} == {"a": 3, "b": 3}
+    runs = {label: (lambda label=label: calls.append(label) or [label]) for label in "abc"}
+    out = interleaved(runs, 3)
+    assert calls == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert out == {label: [[label]] * 3 for label in "abc"}
     with pytest.raises(SMIError, match="at least one round"):
         interleaved({"a": lambda: []}, 0)
 
