@@ -28,6 +28,7 @@ import timm
 import torch
 import yaml
 
+from smi.report.names import FIGURE_NAMES
 from smi.report.render import METHOD_LABELS
 from smi.synthesize import balanced_targets
 from tests.layouts import BUILDERS, CLASS_COUNTS
@@ -291,7 +292,7 @@ def test_every_table_has_a_row_per_method_and_teacher(paper_smoke) -> None:
             assert hits, f"distillation table lacks {exp['teacher']} / {method}"
     counts = {name: len(_rows(run / "tables" / f"{name}.md")) for name in ("efficiency", "quantization", "distillation")}
     print(f"table rows: {counts}")
-    for figure in ("speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches", "image_grid"):
+    for figure in FIGURE_NAMES:
         assert (run / "figures" / f"{figure}.png").stat().st_size > 1000
 
 

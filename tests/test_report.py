@@ -22,6 +22,7 @@ from smi.imageset import ImageSet
 from smi.report.aggregate import aggregate, aggregate_files, find_metrics, read_aggregate, write_aggregate
 from smi.report.compare import CHANGED, ONLY_B, SAME, Tolerance, compare_runs
 from smi.report.grids import choose_classes, image_grid_figure
+from smi.report.names import FIGURE_NAMES, SUMMARY_FIGURE_NAMES
 from smi.report.render import render_latex, render_markdown
 from smi.report.stats import method_sort_key, ratios_to_dense
 from smi.report.tables import build_tables, shapes_table
@@ -296,8 +297,7 @@ def test_figures_cli_writes_png_and_svg(tmp_path):
         paths.append(str(path))
     out = tmp_path / "figures"
     assert main(["figures", "--summary", str(run / "summary.csv"), "--out-dir", str(out), "--image-sets", *paths]) == 0
-    names = ("speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches", "image_grid")
-    for name in names:
+    for name in FIGURE_NAMES:
         for ext in ("png", "svg"):
             assert (out / f"{name}.{ext}").stat().st_size > 1000, name
     svg = (out / "speedup.svg").read_text()

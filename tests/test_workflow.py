@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from smi.report.names import FIGURE_NAMES
 from smi.report.render import METHOD_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def test_every_method_reaches_every_table(ci_run: Path) -> None:
     assert "precision" in shapes.lower() and "Inverted: FG precision" in shapes
     testbed = (run / "tables" / "testbed.md").read_text()
     assert "Outlier ratio real" in testbed and "pretraining top-1" in testbed
-    for figure in ("speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches", "image_grid"):
+    for figure in FIGURE_NAMES:
         assert (run / "figures" / f"{figure}.png").stat().st_size > 1000
         assert (run / "figures" / f"{figure}.svg").stat().st_size > 1000
 
@@ -167,6 +168,11 @@ def test_html_report_is_built(ci_run: Path, tmp_path: Path) -> None:
     html = report.read_text(errors="replace")
     assert report.stat().st_size > 10_000
     assert "efficiency" in html.lower() and "speed" in html.lower()
+    # Every image grid is in the report, whichever rule wrote it (suite methods and external ones).
+    grids = sorted(p.relative_to(ci_run).as_posix() for p in (ci_run / "results" / "ci" / "images").glob("*/*/*/*.png"))
+    assert any("/toy-external/" in g for g in grids), grids
+    missing = [g for g in grids if f'"{g}"' not in html]
+    assert not missing, f"image grids missing from the report: {missing}"
 
 
 def test_unknown_config_key_is_named(tmp_path: Path) -> None:

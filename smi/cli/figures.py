@@ -8,11 +8,11 @@ from pathlib import Path
 
 from smi.cli._common import positive_int
 from smi.report.defaults import DEFAULT_GRID_CLASSES
+from smi.report.names import GRID_FIGURE_NAME, SUMMARY_FIGURE_NAMES
 
 COMMAND = "figures"
-HELP = ("Write speedup, accuracy_vs_gflops, distillation_curves, active_patches (.png, .svg) from summary.csv, "
-        "and image_grid from --image-sets.")
-GRID_NAME = "image_grid"
+HELP = (f"Write {', '.join(SUMMARY_FIGURE_NAMES)} (.png, .svg) from summary.csv, and {GRID_FIGURE_NAME} from "
+        "--image-sets.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="summary.csv written by `smi aggregate` (curve tables are read from the same folder)")
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for the figure files")
     parser.add_argument("--image-sets", nargs="+", type=Path, default=None, metavar="PT",
-                        help="image-set files (one per method, plus one made by the 'real' method) for image_grid")
+                        help=f"image-set files (one per method, plus one made by the 'real' method) for {GRID_FIGURE_NAME}")
     parser.add_argument("--grid-classes", type=positive_int, default=DEFAULT_GRID_CLASSES,
-                        help="number of classes (columns) in image_grid (default %(default)s)")
+                        help=f"number of classes (columns) in {GRID_FIGURE_NAME} (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     figures = build_figures(read_aggregate(args.summary))
     if args.image_sets:
-        figures[GRID_NAME] = image_grid_figure(load_image_sets(args.image_sets), args.grid_classes)
+        figures[GRID_FIGURE_NAME] = image_grid_figure(load_image_sets(args.image_sets), args.grid_classes)
     written = [path for name, fig in figures.items() for path in save_figure(fig, args.out_dir, name)]
     print(f"wrote {len(written)} figure files to {args.out_dir}", file=sys.stderr)
     return 0

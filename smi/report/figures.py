@@ -30,13 +30,13 @@ from matplotlib.ticker import MaxNLocator
 
 from smi.io import atomic_path
 from smi.report.aggregate import Aggregate
+from smi.report.names import SUMMARY_FIGURE_NAMES
 from smi.report.render import METHOD_LABELS
 from smi.report.stats import (
     DENSE, REFERENCE_SOURCES, TIMING_KEYS, fill_keys, isolated_timings, ordered_methods, ratios_to_dense,
 )
 from smi.report.tables import BUDGET_COLUMN, budget_labels
 
-FIGURE_NAMES: tuple[str, ...] = ("speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches")
 FORMATS: tuple[str, ...] = ("png", "svg")
 DPI = 150
 PANEL_SIZE = (4.2, 3.2)  # inches per panel: readable at paper column width
@@ -281,7 +281,7 @@ def save_figure(fig: Figure, out_dir: str | os.PathLike[str], name: str,
 
 
 def build_figures(agg: Aggregate) -> dict[str, Figure]:
-    """Every summary-based figure of a run, keyed by :data:`FIGURE_NAMES`."""
+    """Every summary-based figure of a run, keyed by :data:`smi.report.names.SUMMARY_FIGURE_NAMES`."""
     summary = agg.summary
     methods = [m for col in ("method", "calibration") if col in summary for m in summary[col].dropna()]
     palette = method_palette(methods)

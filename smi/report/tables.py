@@ -27,6 +27,7 @@ import pandas as pd
 from smi.errors import SMIError
 from smi.report.aggregate import Aggregate
 from smi.report.defaults import DEFAULT_TARGET_FRACTION
+from smi.report.names import TABLE_NAMES
 from smi.report.render import HIGHER, LOWER, Column, Table, write_table
 from smi.report.stats import (
     DENSE, MISSING_KEY, REFERENCE_SOURCES, fill_keys, first_epoch_reaching, isolated_timings, method_sort_key,
@@ -39,7 +40,6 @@ BUDGET_COLUMN = "budget_gflops"  # distillation at an equal inversion-FLOPs budg
 # A foreground record scores SMI's CLS-attention stopping against random stopping on real
 # images; records that do not name a method are labelled with this one.
 FOREGROUND_DEFAULT_METHOD = "smi"
-TABLE_NAMES: tuple[str, ...] = ("efficiency", "quantization", "distillation", "shapes", "testbed")
 # Real data is an upper reference, not a data-free competitor: never set in bold.
 REFERENCE_METHODS: tuple[str, ...] = ("real",)
 SEED_NOTE = "Cells are mean ± sample standard deviation over seeds (no ± for a single seed)."

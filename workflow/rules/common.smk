@@ -155,6 +155,28 @@ def teacher_file(wildcards):
     return f"{R}/teachers/{wildcards.dataset}/{wildcards.teacher}.pt"
 
 
+# One image set: its images (.pt), its inversion record (.json) and a grid of images (.png).
+IMAGE_SET = f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}"
+
+
+def image_set_outputs():
+    """The outputs of every rule that writes an image set (suite and external methods alike).
+
+    The grid goes into the report under "Inverted images", whichever rule wrote it.
+    """
+    return {
+        "images": f"{IMAGE_SET}.pt",
+        "metrics": f"{IMAGE_SET}.json",
+        "grid": report(
+            f"{IMAGE_SET}.png",
+            caption="../report/inversion_grid.rst",
+            category="Inverted images",
+            subcategory="{dataset} / {teacher}",
+            labels={"method": "{method}", "seed": "{seed}"},
+        ),
+    }
+
+
 def image_set(wildcards, label=None):
     label = label or wildcards.method
     return f"{R}/images/{wildcards.dataset}/{wildcards.teacher}/{label}/seed{wildcards.seed}.pt"

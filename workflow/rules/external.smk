@@ -16,9 +16,7 @@ rule invert_external:
     input:
         teacher=teacher_file,
     output:
-        images=f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.pt",
-        metrics=f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.json",
-        grid=f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.png",
+        **image_set_outputs(),
     wildcard_constraints:
         method=_label_pattern(EXTERNAL),
     params:

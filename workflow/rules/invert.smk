@@ -11,15 +11,7 @@ rule invert:
     input:
         teacher=teacher_file,
     output:
-        images=f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.pt",
-        metrics=f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.json",
-        grid=report(
-            f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}.png",
-            caption="../report/inversion_grid.rst",
-            category="Inverted images",
-            subcategory="{dataset} / {teacher}",
-            labels={"method": "{method}", "seed": "{seed}"},
-        ),
+        **image_set_outputs(),
     wildcard_constraints:
         method=_label_pattern(config["methods"]),
     params:

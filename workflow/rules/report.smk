@@ -1,7 +1,6 @@
 # Aggregation, paper-style tables and figures, and their report captions.
 
-TABLES = ["efficiency", "quantization", "distillation", "shapes", "testbed"]
-FIGURES = ["speedup", "accuracy_vs_gflops", "distillation_curves", "active_patches", "image_grid"]
+from smi.report.names import FIGURE_NAMES as FIGURES, TABLE_NAMES as TABLES
 
 
 rule aggregate:
