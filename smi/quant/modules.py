@@ -26,7 +26,7 @@ from torch import nn
 from smi.errors import SMIError
 from smi.quant.fake_quant import IntGrid, asymmetric_qparams, fake_quantize, quantize_weight_per_channel
 from smi.quant.official_grid import official_act_qparams, official_fake_quantize
-from smi.quant.observers import OfficialRangeObserver, RangeObserver
+from smi.quant.observers import OfficialRangeObserver, RangeObserver, RangeQuantizer
 
 Mode = Literal["off", "observe", "quantize"]
 
@@ -94,14 +94,14 @@ class OfficialActQuantizer(ActQuantizer):
 
     def finalize(self) -> None:
         """Turn the observed statistics into the official scale and zero point."""
-        lo, hi = self.observer.range(self.grid, self._quantize_with_range)
+        arithmetic = RangeQuantizer(
+            qparams=lambda lo, hi: official_act_qparams(lo, hi, self.bits),
+            quantize=lambda values, scale, zero_point: official_fake_quantize(values, scale, zero_point, self.bits),
+        )
+        lo, hi = self.observer.range(self.grid, arithmetic)
         scale, zero_point = official_act_qparams(lo, hi, self.bits)
         self.scale.copy_(scale)
         self.zero_point.copy_(zero_point)
-
-    def _quantize_with_range(self, values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        scale, zero_point = official_act_qparams(lo, hi, self.bits)
-        return official_fake_quantize(values, scale, zero_point, self.bits)
 
     def quantization_range(self) -> tuple[float, float]:
         """The interval the quantizer represents (may exclude zero; see the module docstring)."""
