@@ -49,12 +49,19 @@ class ActQuantizer(nn.Module):
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("zero_point", torch.zeros(()))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Observe, fake-quantize or pass ``x`` depending on the mode.
+
+        Args:
+            x: The activation.
+            inplace: ``x`` is a temporary that nothing else reads: quantize it in place (without
+                a gradient only; the values are the same either way).
+        """
         if self.mode == "observe":
             self.observer.observe(x)
             return x
         if self.mode == "quantize":
-            return fake_quantize(x, self.scale, self.zero_point, self.grid)
+            return fake_quantize(x, self.scale, self.zero_point, self.grid, inplace)
         return x
 
     def finalize(self) -> None:
@@ -84,7 +91,8 @@ class OfficialActQuantizer(ActQuantizer):
         super().__init__(bits, estimator, percentile)
         self.observer = OfficialRangeObserver(estimator, percentile)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """As :meth:`ActQuantizer.forward`; the official map always writes a new tensor."""
         if self.mode == "observe":
             self.observer.observe(x)
             return x
@@ -132,7 +140,7 @@ class QuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = quantize_weight_per_channel(self.weight, self.w_bits)
-        return self.output_quant(F.linear(self.input_quant(x), weight, self.bias))
+        return self.output_quant(F.linear(self.input_quant(x), weight, self.bias), inplace=True)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, w_bits={self.w_bits}"
@@ -183,9 +191,10 @@ class QuantAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = self.q_quant(q * self.scale), self.k_quant(k), self.v_quant(v)
-        scores = self.score_quant(q @ k.transpose(-2, -1))
-        probs = self.prob_quant(self.attn_drop(scores.softmax(dim=-1)))
+        # Fresh temporaries are quantized in place; k and v are views into the qkv output.
+        q, k, v = self.q_quant(q * self.scale, inplace=True), self.k_quant(k), self.v_quant(v)
+        scores = self.score_quant(q @ k.transpose(-2, -1), inplace=True)
+        probs = self.prob_quant(self.attn_drop(scores.softmax(dim=-1)), inplace=True)
         out = (probs @ v).transpose(1, 2).reshape(b, n, self.attn_dim)
         out = self.norm(out)
         if gate is not None:
