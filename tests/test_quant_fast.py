@@ -138,3 +138,13 @@ def test_vectorised_mse_search_matches_one_candidate_at_a_time(official: bool, b
         fast = mse_range(sample, lo, hi, arithmetic)
         slow = reference_mse_range(sample, lo, hi, arithmetic.qparams, arithmetic.quantize)
         assert all(same_bits(f.reshape(1), s.reshape(1)) for f, s in zip(fast, slow)), shape
+
+
+def test_heap_setting_takes_effect_on_glibc() -> None:
+    import platform
+
+    from smi.heap import retain_freed_memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert retain_freed_memory()
