@@ -26,8 +26,8 @@ def retain_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process.
 
     Returns:
-        Whether both settings took effect; False (and nothing changed) where the C library has
-        no ``mallopt`` (macOS, musl) or refuses a value.
+        Whether both settings took effect: False where the C library has no ``mallopt`` (macOS,
+        musl; nothing changes) or refuses a value. Either way results are unaffected.
     """
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
