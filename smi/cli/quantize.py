@@ -51,8 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from smi.heap import retain_freed_memory
     from smi.quant.ptq import fp_evaluation, run_ptq
 
+    retain_freed_memory()  # the evaluation's same-size temporaries then reuse memory (values unchanged)
     device = resolve_device(args)
     pairs = parse_bits(args.bits) if args.bits else [(args.w_bits, args.a_bits)]
     estimators = list(dict.fromkeys(args.range_estimator))

@@ -26,7 +26,7 @@ from torch import nn
 from smi.errors import SMIError
 from smi.quant.fake_quant import IntGrid, asymmetric_qparams, fake_quantize, quantize_weight_per_channel
 from smi.quant.official_grid import official_act_qparams, official_fake_quantize
-from smi.quant.observers import OfficialRangeObserver, RangeObserver
+from smi.quant.observers import OfficialRangeObserver, RangeObserver, RangeQuantizer
 
 Mode = Literal["off", "observe", "quantize"]
 
@@ -49,12 +49,19 @@ class ActQuantizer(nn.Module):
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("zero_point", torch.zeros(()))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Observe, fake-quantize or pass ``x`` depending on the mode.
+
+        Args:
+            x: The activation.
+            inplace: ``x`` is a temporary that nothing else reads: quantize it in place (without
+                a gradient only; the values are the same either way).
+        """
         if self.mode == "observe":
             self.observer.observe(x)
             return x
         if self.mode == "quantize":
-            return fake_quantize(x, self.scale, self.zero_point, self.grid)
+            return fake_quantize(x, self.scale, self.zero_point, self.grid, inplace)
         return x
 
     def finalize(self) -> None:
@@ -84,7 +91,8 @@ class OfficialActQuantizer(ActQuantizer):
         super().__init__(bits, estimator, percentile)
         self.observer = OfficialRangeObserver(estimator, percentile)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """As :meth:`ActQuantizer.forward`; the official map always writes a new tensor."""
         if self.mode == "observe":
             self.observer.observe(x)
             return x
@@ -94,14 +102,14 @@ class OfficialActQuantizer(ActQuantizer):
 
     def finalize(self) -> None:
         """Turn the observed statistics into the official scale and zero point."""
-        lo, hi = self.observer.range(self.grid, self._quantize_with_range)
+        arithmetic = RangeQuantizer(
+            qparams=lambda lo, hi: official_act_qparams(lo, hi, self.bits),
+            quantize=lambda values, scale, zero_point: official_fake_quantize(values, scale, zero_point, self.bits),
+        )
+        lo, hi = self.observer.range(self.grid, arithmetic)
         scale, zero_point = official_act_qparams(lo, hi, self.bits)
         self.scale.copy_(scale)
         self.zero_point.copy_(zero_point)
-
-    def _quantize_with_range(self, values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        scale, zero_point = official_act_qparams(lo, hi, self.bits)
-        return official_fake_quantize(values, scale, zero_point, self.bits)
 
     def quantization_range(self) -> tuple[float, float]:
         """The interval the quantizer represents (may exclude zero; see the module docstring)."""
@@ -132,7 +140,7 @@ class QuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = quantize_weight_per_channel(self.weight, self.w_bits)
-        return self.output_quant(F.linear(self.input_quant(x), weight, self.bias))
+        return self.output_quant(F.linear(self.input_quant(x), weight, self.bias), inplace=True)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, w_bits={self.w_bits}"
@@ -183,9 +191,10 @@ class QuantAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = self.q_quant(q * self.scale), self.k_quant(k), self.v_quant(v)
-        scores = self.score_quant(q @ k.transpose(-2, -1))
-        probs = self.prob_quant(self.attn_drop(scores.softmax(dim=-1)))
+        # Fresh temporaries are quantized in place; k and v are views into the qkv output.
+        q, k, v = self.q_quant(q * self.scale, inplace=True), self.k_quant(k), self.v_quant(v)
+        scores = self.score_quant(q @ k.transpose(-2, -1), inplace=True)
+        probs = self.prob_quant(self.attn_drop(scores.softmax(dim=-1)), inplace=True)
         out = (probs @ v).transpose(1, 2).reshape(b, n, self.attn_dim)
         out = self.norm(out)
         if gate is not None:

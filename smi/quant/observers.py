@@ -16,6 +16,7 @@ every other value, and so on), so the memory stays bounded on large models.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -24,13 +25,26 @@ from smi.errors import SMIError
 from smi.quant.fake_quant import IntGrid, asymmetric_qparams, fake_quantize
 
 RANGE_ESTIMATORS: tuple[str, ...] = ("minmax", "percentile", "mse")
-#: ``fake_quantize(values, lo, hi)``: the values quantized with the range [lo, hi] (MSE search).
-RangeQuantizer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # Values kept per quantization point for the percentile / MSE estimators (2^18 floats = 1 MiB).
 SAMPLE_CAPACITY = 2**18
 # Clipping factors searched by the MSE estimator: a in (MSE_MIN_FRACTION, 1], MSE_STEPS points.
 MSE_MIN_FRACTION = 0.3
 MSE_STEPS = 50
+
+
+@dataclass(frozen=True)
+class RangeQuantizer:
+    """The arithmetic the MSE search scores a candidate range with.
+
+    Attributes:
+        qparams: ``(lo, hi) -> (scale, zero_point)``, elementwise, so that every candidate range
+            of the search is converted in one call (vectors in, vectors out).
+        quantize: ``(values, scale, zero_point) -> values`` fake-quantized with one scale and
+            zero point.
+    """
+
+    qparams: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    quantize: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class RangeObserver:
@@ -121,11 +135,10 @@ class OfficialRangeObserver(RangeObserver):
 
 
 def _suite_quantizer(grid: IntGrid) -> RangeQuantizer:
-    def quantize(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        scale, zero_point = asymmetric_qparams(lo, hi, grid)
-        return fake_quantize(values, scale, zero_point, grid)
-
-    return quantize
+    return RangeQuantizer(
+        qparams=lambda lo, hi: asymmetric_qparams(lo, hi, grid),
+        quantize=lambda values, scale, zero_point: fake_quantize(values, scale, zero_point, grid),
+    )
 
 
 def mse_range(
@@ -134,11 +147,16 @@ def mse_range(
     """The clipped range [a * lo, a * hi], a in [0.3, 1], with the least fake-quantization MSE on ``sample``.
 
     The OMSE-style search (Choukroun et al., ICCVW 2019) over :data:`MSE_STEPS` clipping
-    factors; ties keep the widest range.
+    factors; ties keep the widest range. The candidates' scales and zero points are computed
+    in one elementwise call, which gives each the same bits as computing it alone.
     """
-    best, best_err = (lo, hi), float("inf")
-    for a in torch.linspace(1.0, MSE_MIN_FRACTION, MSE_STEPS).tolist():
-        err = float((quantizer(sample, lo * a, hi * a) - sample).pow(2).mean())
+    factors = torch.linspace(1.0, MSE_MIN_FRACTION, MSE_STEPS).to(lo.device)
+    los, his = lo * factors, hi * factors
+    scales, zero_points = quantizer.qparams(los, his)
+    best, best_err = (los[0], his[0]), float("inf")
+    for i in range(MSE_STEPS):
+        # Each error stays its own reduction over the whole sample, as the search defines it.
+        err = float(quantizer.quantize(sample, scales[i], zero_points[i]).sub_(sample).pow_(2).mean())
         if err < best_err:
-            best, best_err = (lo * a, hi * a), err
+            best, best_err = (los[i], his[i]), err
     return best

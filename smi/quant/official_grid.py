@@ -62,8 +62,11 @@ def official_act_qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple
 def official_fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int) -> torch.Tensor:
     """The official asymmetric activation map (see the module docstring), straight-through gradient."""
     scale, zero_point = scale.to(x.dtype), zero_point.to(x.dtype)
-    q = torch.round(x.detach() / scale + zero_point).clamp(0, 2**bits - 1)
-    return _StraightThrough.apply(x, (q - zero_point) * scale)
+    # One fresh buffer, each step in place: the same operations as the formula, without temporaries.
+    value = (x.detach() / scale).add_(zero_point).round_().clamp_(0, 2**bits - 1).sub_(zero_point).mul_(scale)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _StraightThrough.apply(x, value)
+    return value
 
 
 class _StraightThrough(torch.autograd.Function):
