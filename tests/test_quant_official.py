@@ -19,7 +19,7 @@ from smi.quant.observers import MSE_MIN_FRACTION, MSE_STEPS, OfficialRangeObserv
 from smi.quant.official import OfficialQuantViT
 from smi.quant.official_grid import official_act_qparams, official_fake_quantize, official_quantize_weight
 from smi.quant.preprocess import keep_zero_inputs, official_calibration_inputs, uint8_round_trip
-from smi.registry import InversionRequest, create_method
+from smi.methods.registry import InversionRequest, create_method
 from tests.tiny import make_teacher, make_tiny_vit
 
 # The official quantized DeiT's activation quantizers in forward order, read off
