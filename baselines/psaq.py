@@ -56,8 +56,8 @@ import torch.nn.functional as F
 
 from smi.errors import SMIError
 from smi.inversion import InversionResult, invert
-from smi.methods import ScheduleParams
 from smi.inversion.policies import AttentionStopping
+from smi.methods import ScheduleParams
 from smi.methods.registry import InversionMethod, InversionRequest, register_method
 from smi.sparse_vit import TokenSubsetViT
 

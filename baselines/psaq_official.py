@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from smi.inversion.jitter import PixelJitter, PixelJitterSampler
 from smi.errors import SMIError
 from smi.inversion import InversionConfig, InversionResult, InversionStats, forward_precision
 from smi.inversion.costs import Stopwatch, count_flops, saved_activation_bytes
+from smi.inversion.jitter import PixelJitter, PixelJitterSampler
 from smi.inversion.priors import batch_total_variation
 from smi.types import Teacher
 

@@ -11,16 +11,16 @@ import torch
 from baselines import psaq_official
 from baselines.pri import PatchRebirth, emission_iterations, emission_sizes
 from baselines.psaq import PatchSimilarityEntropy, PSAQParams, kde_density, kde_entropy, kde_grid
-from smi.inversion.jitter import PatchJitter
 from smi.cli import main
 from smi.data import DatasetSpec, load_dataset
 from smi.errors import SMIError
 from smi.inversion import InversionConfig, InversionRun
 from smi.inversion.costs import count_flops
+from smi.inversion.jitter import PatchJitter
 from smi.inversion.priors import batch_total_variation
 from smi.methods.registry import InversionRequest, available_methods, create_method
-from smi.sparse_vit import TokenSubsetViT
 from smi.methods.synthesize import synthesize
+from smi.sparse_vit import TokenSubsetViT
 from tests.tiny import make_teacher, make_tiny_vit, save_digits_teacher
 
 FAST = dict(batch_size=4, warmup_iterations=0)

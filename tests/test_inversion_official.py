@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smi.inversion.jitter import PatchJitter, PixelJitter, PixelJitterSampler, official_patch_shift
 from smi.config import from_dict
 from smi.errors import SMIError
 from smi.inversion import InversionConfig, InversionRequest, InversionRun, invert
+from smi.inversion.jitter import PatchJitter, PixelJitter, PixelJitterSampler, official_patch_shift
 from smi.inversion.official import OfficialInversionRun, official_denormalize, official_scoring_iterations
 from smi.inversion.policies import AttentionStopping, NoStopping, RandomStopping, keep_top, official_keep_count, official_output_keep_count
 from smi.inversion.priors import PriorWeights, batch_priors, batch_total_variation, image_priors

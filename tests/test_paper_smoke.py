@@ -28,8 +28,8 @@ import timm
 import torch
 import yaml
 
-from smi.report.render import METHOD_LABELS
 from smi.methods.synthesize import balanced_targets
+from smi.report.render import METHOD_LABELS
 from tests.layouts import BUILDERS, CLASS_COUNTS
 from tests.standin_hub import add_to_cache, offline_env, random_state_dict
 
