@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from smi.errors import SMIError
 from smi.inversion import InversionConfig, InversionResult, InversionStats, forward_precision
-from smi.inversion.costs import Stopwatch, count_flops, saved_activation_bytes
+from smi.inversion.costs import CPU_MEMORY, CUDA_MEMORY, Stopwatch, count_flops, saved_activation_bytes
 from smi.inversion.jitter import PixelJitter, PixelJitterSampler
 from smi.inversion.priors import batch_total_variation
 from smi.types import Teacher
@@ -241,10 +241,10 @@ class OfficialPSAQRun:
             del loss
         if self.device.type == "cuda":
             peak = after = torch.cuda.max_memory_allocated(self.device)
-            kind = "cuda_peak_allocated"
+            kind = CUDA_MEMORY
         else:
             peak = after = saved
-            kind = "cpu_saved_activations"
+            kind = CPU_MEMORY
         return InversionStats(
             wall_time_s=wall,
             iterations=total,

@@ -8,7 +8,7 @@ import torch
 from smi.errors import SMIError
 from smi.inversion import InversionConfig, InversionRequest, InversionRun, invert
 from smi.inversion.costs import count_flops
-from smi.inversion.policies import AttentionStopping, NoStopping, RandomStopping
+from smi.inversion.policies import AttentionStopping, NoStopping, PatchPolicy, PolicyStep, RandomStopping, check_step
 from smi.inversion.priors import PriorWeights, image_priors
 from smi.inversion.schedule import StoppingSchedule, active_tokens_per_iteration
 from tests.tiny import make_teacher, make_tiny_vit
@@ -227,3 +227,37 @@ def test_invert_takes_its_options_by_keyword_and_passes_the_iteration_hook(tiny_
     seen: list[tuple[int, tuple[int, ...], int]] = []
     invert(request, policy=NoStopping(), on_iteration=lambda t, x, a: seen.append((t, tuple(x.shape), int(a.sum()))))
     assert seen == [(t, (4, 3, 32, 32), 4 * 64) for t in range(3)]
+
+
+class _BadPolicy(PatchPolicy):
+    """Stops patch 0 of the first sample only, or restarts it after stopping it (``restart``)."""
+
+    def __init__(self, restart: bool) -> None:
+        self.restart = restart
+
+    def decision_iterations(self, total_iterations: int) -> tuple[int, ...]:
+        return (1, 3)
+
+    def decide(self, iteration, active, scores, generator) -> PolicyStep:
+        new = active.clone()
+        if self.restart:
+            new[:, 0] = iteration == 3  # stop patch 0 everywhere, then bring it back
+            new[:, 1] = iteration != 3
+        else:
+            new[0, 0] = False
+        return PolicyStep(new)
+
+
+@pytest.mark.parametrize("protocol", ["suite", "official"])
+@pytest.mark.parametrize("restart, message", [(False, "same, non-zero number"), (True, "never restart")])
+def test_both_loops_reject_a_policy_that_breaks_the_invariants(tiny_teacher, protocol, restart, message) -> None:
+    cfg = InversionConfig(iterations=5, batch_size=4, warmup_iterations=0, measure_costs=False, protocol=protocol)
+    with pytest.raises(SMIError, match=message):
+        invert(InversionRequest(tiny_teacher, torch.arange(4), cfg, progress=False), policy=_BadPolicy(restart))
+
+
+def test_check_step_accepts_equal_stops_and_rejects_empty_rows() -> None:
+    active = torch.ones(2, 4, dtype=torch.bool)
+    check_step(active, PolicyStep(torch.tensor([[True, False, True, True], [False, True, True, True]])))
+    with pytest.raises(SMIError, match="non-zero"):
+        check_step(active, PolicyStep(torch.zeros(2, 4, dtype=torch.bool)))
