@@ -135,6 +135,7 @@ class OfficialInversionRun(InversionRun):
 
     # ------------------------------------------------------------------ loop
     def run(self) -> list[InversionResult]:
+        """Optimise the whole images; returns one result per emission (one for non-emitting policies)."""
         cfg, device = self.config, self.device
         b, n = self.shape[0], self.vit.num_patches
         images = torch.randn(self.shape, generator=self.generator).to(device).requires_grad_(True)
@@ -146,23 +147,28 @@ class OfficialInversionRun(InversionRun):
         emissions: list[tuple[torch.Tensor, torch.Tensor]] = []
         mean, std = self.teacher.mean_std(device)
 
+        # Warm-up: untimed passes, so first-call allocation and kernel selection stay off the clock.
         for _ in range(cfg.warmup_iterations):
             self.image_step(images.detach().clone().requires_grad_(True), positions, None, False)[0].backward()
         watch = start_timed_loop(device)
         bar = tqdm(range(cfg.iterations), desc="invert", disable=not self.progress, leave=False, mininterval=1.0)
         for t in bar:
+            # Forward and backward on the active tokens of the whole (pixel-jittered) images.
             jitter = None if t in self.still else self.pixel_sampler.sample(self.generator)
             scoring = t in self.scoring_at and self.policy.needs_attention
             optimizer.zero_grad(set_to_none=True)
             loss, scores = self.image_step(images, positions, jitter, scoring)
             loss.backward()
+            # Adam step, then back into the valid pixel range.
             optimizer.step()
             with torch.no_grad():
                 images.clamp_(self.image_lower, self.image_upper)
+            # Records (on the device: no host synchronisation).
             losses[t] = loss.detach()
             active_tokens.append(positions.shape[1])
             if self.on_iteration is not None:
                 self.on_iteration(t, images.detach(), active)
+            # Stop decision on this forward's scores, effective from the next (the scheduled) iteration.
             if t in self.scoring_at:
                 step = self.policy.decide(self.scoring_at[t], active, scores, self.generator)
                 if step.emit is not None:
@@ -178,6 +184,7 @@ class OfficialInversionRun(InversionRun):
         watch.stop()
         bar.close()
         emissions.append((pixels, mask.clone()))
+        # The costs replayed off the clock, plus the dense forward that re-derived the mask.
         stats = self._stats(watch.elapsed, active_tokens, losses, sorted(self.scoring_at))
         keep = self.policy.official_output_keep(n)
         if self.costs.enabled and keep is not None and keep < n:
