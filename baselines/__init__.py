@@ -1,4 +1,4 @@
-"""Baseline methods, one module each, registered into the registry of :mod:`smi.registry`.
+"""Baseline methods, one module each, registered into the registry of :mod:`smi.methods.registry`.
 
 Importing this package imports every module in it, so a new baseline is one new module.
 """

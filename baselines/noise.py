@@ -25,7 +25,7 @@ import torch
 from baselines._reference import reference_result
 from smi.errors import SMIError
 from smi.inversion import InversionResult
-from smi.registry import InversionMethod, InversionRequest, register_method
+from smi.methods.registry import InversionMethod, InversionRequest, register_method
 
 NOISE_PROTOCOLS: tuple[str, ...] = ("official", "suite")
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from smi.errors import SMIError
 from smi.inversion import InversionResult, invert
-from smi.policies import PatchPolicy, PolicyStep, keep_top
-from smi.registry import InversionMethod, InversionRequest, register_method
+from smi.inversion.policies import PatchPolicy, PolicyStep, keep_top
+from smi.methods.registry import InversionMethod, InversionRequest, register_method
 from smi.sparse_vit import TokenSubsetViT
 
 #: The paper's default division factor (75 % sparsity per image).
@@ -81,9 +81,6 @@ class PatchRebirth(PatchPolicy):
         emit = keep_top(active, scores, size)
         return PolicyStep(active & ~emit, emit)
 
-    def outputs_per_trajectory(self) -> int:
-        return self.division
-
 
 @dataclass(frozen=True)
 class PRIParams:
@@ -113,5 +110,4 @@ class PatchRebirthInversion(InversionMethod):
         n = TokenSubsetViT(request.teacher.model).num_patches
         if self.params.division > n:
             raise SMIError(f"PRI division {self.params.division} exceeds the teacher's {n} patches; lower 'division'.")
-        policy = PatchRebirth(self.params.division)
-        return invert(request.teacher, request.targets, request.config, policy, None, request.seed, request.device, request.progress)
+        return invert(request, policy=PatchRebirth(self.params.division))

@@ -56,9 +56,9 @@ import torch.nn.functional as F
 
 from smi.errors import SMIError
 from smi.inversion import InversionResult, invert
+from smi.inversion.policies import AttentionStopping
 from smi.methods import ScheduleParams
-from smi.policies import AttentionStopping
-from smi.registry import InversionMethod, InversionRequest, register_method
+from smi.methods.registry import InversionMethod, InversionRequest, register_method
 from smi.sparse_vit import TokenSubsetViT
 
 from baselines import psaq_official
@@ -307,7 +307,7 @@ class PSAQInversion(InversionMethod):
             )
             return run.run()
         term = PatchSimilarityEntropy(self.params, request.seed)
-        return invert(request.teacher, request.targets, request.config, None, [term], request.seed, request.device, request.progress)
+        return invert(request, loss_terms=[term])
 
 
 @dataclass(frozen=True)
@@ -329,5 +329,4 @@ class PSAQSparseInversion(InversionMethod):
 
     def invert(self, request: InversionRequest) -> list[InversionResult]:
         term = PatchSimilarityEntropy(self.params, request.seed)
-        policy = AttentionStopping(self.params.schedule())
-        return invert(request.teacher, request.targets, request.config, policy, [term], request.seed, request.device, request.progress)
+        return invert(request, policy=AttentionStopping(self.params.schedule()), loss_terms=[term])

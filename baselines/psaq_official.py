@@ -14,7 +14,7 @@ suite's ``psaq``):
 - Jitter: one random offset for both axes (a diagonal roll), up to 15 px in the first stage and
   30 px in the second, and a flip with probability 1/2.
 - Loss: ``-sum over blocks H + CE + 0.05 * | TV(jittered batch) - v |``: cross entropy of the
-  batch mean; the TV of :func:`smi.priors.batch_total_variation` on the *jittered* images, held
+  batch mean; the TV of :func:`smi.inversion.priors.batch_total_variation` on the *jittered* images, held
   at a target ``v`` drawn once per batch from the band [2500, 3000] ("for batch size 32" in the
   official code, at 224 px); ``H`` the differential entropy of the patch similarities of each
   block.
@@ -44,11 +44,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from smi.augment import PixelJitter, PixelJitterSampler
 from smi.errors import SMIError
 from smi.inversion import InversionConfig, InversionResult, InversionStats, forward_precision
-from smi.measure import Stopwatch, count_flops, saved_activation_bytes
-from smi.priors import batch_total_variation
+from smi.inversion.costs import CPU_MEMORY, CUDA_MEMORY, Stopwatch, count_flops, saved_activation_bytes
+from smi.inversion.jitter import PixelJitter, PixelJitterSampler
+from smi.inversion.priors import batch_total_variation
 from smi.types import Teacher
 
 #: Official Adam settings for ViT/DeiT (Swin uses lr 0.25; the suite runs ViTs only).
@@ -220,10 +220,9 @@ class OfficialPSAQRun:
         bar.close()
         pixels = (images.detach() * self.std + self.mean).clamp(0, 1)
         stats = self._stats(watch.elapsed, losses, labels, tv_target)
-        n = int(self.model.patch_embed.num_patches)
         grid = tuple(self.model.patch_embed.grid_size)
         mask = torch.ones(b, *grid, dtype=torch.bool)
-        return [InversionResult(pixels.cpu(), mask, labels.cpu(), stats, {"tv_target": tv_target, "num_patches": n})]
+        return [InversionResult(pixels.cpu(), mask, labels.cpu(), stats)]
 
     def _stats(self, wall: float, losses: torch.Tensor, labels: torch.Tensor, tv_target: float) -> InversionStats:
         """Every iteration costs the same: one probe step gives FLOPs and saved bytes (untimed)."""
@@ -242,10 +241,10 @@ class OfficialPSAQRun:
             del loss
         if self.device.type == "cuda":
             peak = after = torch.cuda.max_memory_allocated(self.device)
-            kind = "cuda_peak_allocated"
+            kind = CUDA_MEMORY
         else:
             peak = after = saved
-            kind = "cpu_saved_activations"
+            kind = CPU_MEMORY
         return InversionStats(
             wall_time_s=wall,
             iterations=total,

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from baselines._reference import reference_result
 from smi.errors import SMIError
 from smi.inversion import InversionResult
-from smi.registry import InversionMethod, InversionRequest, register_method
+from smi.methods.registry import InversionMethod, InversionRequest, register_method
 from smi.types import Teacher
 
 SPLIT = "train"

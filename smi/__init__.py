@@ -2,8 +2,8 @@
 
 The package holds the library behind the Snakemake workflow: the token-subset ViT forward
 (:mod:`smi.sparse_vit`), the inversion loop (:mod:`smi.inversion`), patch stopping policies
-(:mod:`smi.policies`), cost measurement (:mod:`smi.measure`), the method registry
-(:mod:`smi.registry`), datasets, teachers, evaluators, aggregation and the ``smi`` CLI.
+(:mod:`smi.inversion.policies`), cost measurement (:mod:`smi.inversion.costs`), the method registry
+(:mod:`smi.methods.registry`), datasets, teachers, evaluators, aggregation and the ``smi`` CLI.
 """
 
 from smi.errors import SMIError

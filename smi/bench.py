@@ -27,12 +27,12 @@ import torch
 from timm.data import resolve_data_config
 
 from smi.errors import SMIError
-from smi.inversion import InversionConfig, InversionResult, InversionRun, InversionStats, invert
-from smi.policies import AttentionStopping, NoStopping
-from smi.registry import InversionMethod, InversionRequest
-from smi.schedule import StoppingSchedule, active_tokens_per_iteration
+from smi.inversion import InversionConfig, InversionRequest, InversionResult, InversionRun, InversionStats, invert
+from smi.inversion.policies import AttentionStopping, NoStopping
+from smi.inversion.schedule import StoppingSchedule, active_tokens_per_iteration
+from smi.methods.registry import InversionMethod
+from smi.methods.synthesize import balanced_targets
 from smi.sparse_vit import check_vit
-from smi.synthesize import balanced_targets
 from smi.types import Teacher
 
 PAPER_ITERATIONS_TOTAL = 4000
@@ -241,8 +241,8 @@ def time_methods(
         method = compress_method(method, factor)
         batch = min(config.batch_size, math.ceil(num_images / method.outputs_per_trajectory()))
         targets = balanced_targets(batch, teacher.num_classes, seed)
-        request = InversionRequest(teacher, targets, dataclasses.replace(timed_config, batch_size=batch), seed, device,
-                                   None, progress)  # fmt: skip
+        request = InversionRequest(teacher=teacher, targets=targets, config=dataclasses.replace(timed_config, batch_size=batch),
+                                   seed=seed, device=device, progress=progress)  # fmt: skip
         runs[label] = lambda method=method, request=request: method.invert(request)
         batches[label] = batch
     timed = interleaved(runs, rounds)
@@ -278,9 +278,10 @@ def run_benchmark(
     """
     config = InversionConfig(iterations=iterations, batch_size=batch_size)
     targets = torch.arange(batch_size) % teacher.num_classes
+    request = InversionRequest(teacher=teacher, targets=targets, config=config, seed=seed, device=device, progress=progress)
     runs = {
-        "dense": lambda: invert(teacher, targets, config, NoStopping(), None, seed, device, progress),
-        "smi": lambda: invert(teacher, targets, config, AttentionStopping(schedule), None, seed, device, progress),
+        "dense": lambda: invert(request, policy=NoStopping()),
+        "smi": lambda: invert(request, policy=AttentionStopping(schedule)),
     }
     timed = interleaved(runs, repeats)
     dense = [r[0].stats for r in timed["dense"]]
@@ -290,7 +291,8 @@ def run_benchmark(
     counts = active_tokens_per_iteration(full, n, PAPER_ITERATIONS_TOTAL)
     # An iteration's cost depends only on its token count (and whether it scores), so the
     # full 4000-iteration schedule is summed from one measured step per count.
-    meter = InversionRun(teacher, targets, config, AttentionStopping(full), seed=seed, device=device, progress=False)
+    probe = InversionRequest(teacher=teacher, targets=targets, config=config, seed=seed, device=device, progress=False)
+    meter = InversionRun(probe).costs
     scoring = set(full.iterations)
     smi_full = sum(meter.step_flops(c, t in scoring) for t, c in enumerate(counts))
     dense_full = meter.step_flops(n) * PAPER_ITERATIONS_TOTAL

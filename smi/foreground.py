@@ -4,10 +4,10 @@ Sparse Model Inversion (Hu et al., ICML 2024) claims that the last block's CLS a
 singles out the foreground, so stopping the lowest-scoring patches keeps the object and drops
 the background. On ``shapes`` test images the truth is known: this module applies the same
 stopping rule as the inversion loop - forward the active patches, score them by CLS attention,
-and let the inversion's own policy (:class:`smi.policies.AttentionStopping`) stop the lowest
+and let the inversion's own policy (:class:`smi.inversion.policies.AttentionStopping`) stop the lowest
 fraction, repeated on the remaining ones - and compares the kept patches with the ground-truth
 mask. A patch counts as foreground when at least half its pixels are. Random stopping
-(:class:`smi.policies.RandomStopping`, seeded) is the baseline; its expected precision is the
+(:class:`smi.inversion.policies.RandomStopping`, seeded) is the baseline; its expected precision is the
 foreground fraction.
 """
 
@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from smi.errors import SMIError
-from smi.policies import AttentionStopping, RandomStopping, ScheduledStopping
-from smi.schedule import StoppingSchedule
+from smi.inversion.policies import AttentionStopping, RandomStopping, ScheduledStopping
+from smi.inversion.schedule import StoppingSchedule
 from smi.sparse_vit import TokenSubsetViT, mask_to_positions
 from smi.types import Teacher
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from smi.errors import SMIError
 from smi.foreground import stop_by_attention
 from smi.imageset import ImageSet
-from smi.schedule import StoppingSchedule
+from smi.inversion.schedule import StoppingSchedule
 from smi.sparse_vit import TokenSubsetViT
 from smi.types import Teacher
 

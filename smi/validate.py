@@ -306,7 +306,7 @@ def _check_inversion(section: Mapping[str, Any]) -> Any:
 
 
 def _check_method(label: str, entry: Mapping[str, Any], iterations: int) -> None:
-    from smi.registry import create_method
+    from smi.methods.registry import create_method
 
     key = f"methods.{label}"
     name = entry.get("method") or label

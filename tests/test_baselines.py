@@ -11,16 +11,16 @@ import torch
 from baselines import psaq_official
 from baselines.pri import PatchRebirth, emission_iterations, emission_sizes
 from baselines.psaq import PatchSimilarityEntropy, PSAQParams, kde_density, kde_entropy, kde_grid
-from smi.augment import PatchJitter
 from smi.cli import main
 from smi.data import DatasetSpec, load_dataset
 from smi.errors import SMIError
 from smi.inversion import InversionConfig, InversionRun
-from smi.measure import count_flops
-from smi.priors import batch_total_variation
-from smi.registry import InversionRequest, available_methods, create_method
+from smi.inversion.costs import count_flops
+from smi.inversion.jitter import PatchJitter
+from smi.inversion.priors import batch_total_variation
+from smi.methods.registry import InversionRequest, available_methods, create_method
+from smi.methods.synthesize import synthesize
 from smi.sparse_vit import TokenSubsetViT
-from smi.synthesize import synthesize
 from tests.tiny import make_teacher, make_tiny_vit, save_digits_teacher
 
 FAST = dict(batch_size=4, warmup_iterations=0)
@@ -28,7 +28,7 @@ TINY_KWARGS = dict(img_size=32, patch_size=4, embed_dim=48, depth=2, num_heads=3
 
 
 def request(teacher, targets, config, seed=0, dataset_spec=None) -> InversionRequest:
-    return InversionRequest(teacher, targets, config, seed, torch.device("cpu"), dataset_spec, progress=False)
+    return InversionRequest(teacher, targets, config, seed=seed, dataset_spec=dataset_spec, progress=False)
 
 
 def spread_teacher():
@@ -84,7 +84,7 @@ def test_pri_flops_are_the_sum_of_measured_per_count_flops(tiny_teacher) -> None
     stats = create_method("pri", {"division": 4}).invert(request(tiny_teacher, targets, cfg))[0].stats
     # Measure every step independently: a forward+backward at the step's token count, with the
     # attention scoring on the decision iterations.
-    probe = InversionRun(tiny_teacher, targets, cfg, PatchRebirth(4))
+    probe = InversionRun(request(tiny_teacher, targets, cfg), policy=PatchRebirth(4))
     x = torch.zeros(4, 3, 32, 32, requires_grad=True)
     decisions = set(emission_iterations(8, 4))
     expected = 0
@@ -143,7 +143,7 @@ def test_psaq_smi_stops_patches_and_the_term_sees_kept_tokens_only(tiny_teacher)
     result = method.invert(request(tiny_teacher, torch.arange(4), cfg))[0]
     assert result.stats.active_tokens == [64, 64, 32, 32, 16, 16]
     term = PatchSimilarityEntropy(PSAQParams(), 0)
-    run = InversionRun(tiny_teacher, torch.arange(4), cfg, None, [term])
+    run = InversionRun(request(tiny_teacher, torch.arange(4), cfg), loss_terms=[term])
     mask = torch.zeros(4, 64, dtype=torch.bool)
     mask[:, ::4] = True
     run.image_loss(torch.randn(4, 3, 32, 32), mask, PatchJitter(), False)

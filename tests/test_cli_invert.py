@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from smi.cli import main
-from smi.imageset import ImageSet
-from smi.registry import available_methods, create_method
 from smi.errors import SMIError
+from smi.imageset import ImageSet
+from smi.methods.registry import available_methods, create_method
 from smi.teachers import save_teacher
 from tests.tiny import make_teacher, make_tiny_vit
 

@@ -25,8 +25,8 @@ from smi.distill.pool import ImagePool, to_uint8
 from smi.errors import SMIError
 from smi.imageset import ImageSet
 from smi.inversion import InversionConfig
-from smi.registry import create_method
-from smi.synthesize import synthesize
+from smi.methods.registry import create_method
+from smi.methods.synthesize import synthesize
 from tests.test_quant import CLASSES, GRID, PATCH, SIZE, make_model, trained  # noqa: F401 (fixture)
 
 ARCH = {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}  # the teacher's (tests.test_quant)

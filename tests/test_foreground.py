@@ -12,7 +12,7 @@ from smi.cli import main
 from smi.data import DatasetSpec, load_dataset
 from smi.errors import SMIError
 from smi.foreground import foreground_precision, patch_foreground, stop_at_random, stop_by_attention
-from smi.schedule import StoppingSchedule
+from smi.inversion.schedule import StoppingSchedule
 from smi.sparse_vit import TokenSubsetViT
 from smi.teachers import TeacherSpec, build_teacher, save_teacher
 

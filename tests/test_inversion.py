@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from smi.errors import SMIError
-from smi.inversion import InversionConfig, InversionRun, invert
-from smi.measure import count_flops, vit_block_flops_analytic
-from smi.policies import AttentionStopping, NoStopping, RandomStopping
-from smi.priors import PriorWeights, image_priors
-from smi.schedule import StoppingSchedule, active_tokens_per_iteration
+from smi.inversion import InversionConfig, InversionRequest, InversionRun, invert
+from smi.inversion.costs import count_flops
+from smi.inversion.policies import AttentionStopping, NoStopping, PatchPolicy, PolicyStep, RandomStopping, check_step
+from smi.inversion.priors import PriorWeights, image_priors
+from smi.inversion.schedule import StoppingSchedule, active_tokens_per_iteration
 from tests.tiny import make_teacher, make_tiny_vit
 
 FAST = dict(batch_size=4, warmup_iterations=0)
@@ -18,11 +18,11 @@ FAST = dict(batch_size=4, warmup_iterations=0)
 
 def test_stopped_patches_get_no_gradient_including_priors(tiny_teacher) -> None:
     cfg = InversionConfig(iterations=1, tv_l2=1.0, tv_l1=1.0, l2=1.0, **FAST)
-    run = InversionRun(tiny_teacher, torch.arange(4), cfg)
+    run = InversionRun(InversionRequest(tiny_teacher, torch.arange(4), cfg))
     active = torch.zeros(4, 64, dtype=torch.bool)
     active[:, ::3] = True
     x = torch.randn(4, 3, 32, 32, requires_grad=True)
-    from smi.augment import PatchJitter
+    from smi.inversion.jitter import PatchJitter
 
     loss, _, _ = run.image_loss(x, active, PatchJitter(1, 1, True), False)
     loss.backward()
@@ -35,7 +35,7 @@ def test_stopped_patches_are_never_updated_after_stopping(tiny_teacher) -> None:
     snapshots: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     cfg = InversionConfig(iterations=12, keep_best=False, **FAST)
     policy = RandomStopping(StoppingSchedule((2, 5), (0.5, 0.5)))
-    run = InversionRun(tiny_teacher, torch.arange(4), cfg, policy, on_iteration=lambda t, x, a: snapshots.append((t, x.clone(), a.clone())))
+    run = InversionRun(InversionRequest(tiny_teacher, torch.arange(4), cfg), policy=policy, on_iteration=lambda t, x, a: snapshots.append((t, x.clone(), a.clone())))
     result = run.run()[0]
     vit = run.vit
     final_active = snapshots[-1][2]
@@ -56,7 +56,7 @@ def test_paper_schedule_kept_counts_on_14x14_grid() -> None:
     teacher = make_teacher(make_tiny_vit(img_size=56, patch_size=4, embed_dim=16, depth=1, num_heads=1), img_size=56)
     cfg = InversionConfig(iterations=8, **FAST)
     schedule = StoppingSchedule((1, 2, 3, 4), (0.3,) * 4)
-    result = invert(teacher, torch.arange(4), cfg, AttentionStopping(schedule), progress=False)[0]
+    result = invert(InversionRequest(teacher, torch.arange(4), cfg, progress=False), policy=AttentionStopping(schedule))[0]
     assert result.stats.active_tokens == [196, 196, 137, 95, 66, 46, 46, 46]
     assert result.stats.active_tokens == active_tokens_per_iteration(schedule, 196, 8)
     assert result.keep_masks.view(4, -1).sum(1).tolist() == [46] * 4
@@ -74,33 +74,49 @@ def test_bad_schedules_are_clear_errors(iterations, ratios, match) -> None:
 def test_same_seed_same_images_other_seed_differs(tiny_teacher) -> None:
     cfg = InversionConfig(iterations=6, **FAST)
     policy = AttentionStopping(StoppingSchedule((1, 3), (0.3, 0.3)))
-    a = invert(tiny_teacher, torch.arange(4), cfg, policy, seed=3, progress=False)[0]
-    b = invert(tiny_teacher, torch.arange(4), cfg, policy, seed=3, progress=False)[0]
-    c = invert(tiny_teacher, torch.arange(4), cfg, policy, seed=4, progress=False)[0]
+    a = invert(InversionRequest(tiny_teacher, torch.arange(4), cfg, seed=3, progress=False), policy=policy)[0]
+    b = invert(InversionRequest(tiny_teacher, torch.arange(4), cfg, seed=3, progress=False), policy=policy)[0]
+    c = invert(InversionRequest(tiny_teacher, torch.arange(4), cfg, seed=4, progress=False), policy=policy)[0]
     assert torch.equal(a.images, b.images) and torch.equal(a.keep_masks, b.keep_masks)
     assert not torch.equal(a.images, c.images)
 
 
 def test_images_are_in_pixel_range_and_loss_decreases(tiny_teacher) -> None:
     cfg = InversionConfig(iterations=40, **FAST)
-    result = invert(tiny_teacher, torch.arange(4), cfg, NoStopping(), progress=False)[0]
+    result = invert(InversionRequest(tiny_teacher, torch.arange(4), cfg, progress=False), policy=NoStopping())[0]
     assert float(result.images.min()) >= 0 and float(result.images.max()) <= 1
     curve = result.stats.loss_curve
     assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5
+
+
+def vit_block_flops(tokens: int, dim: int, mlp_hidden: int) -> int:
+    """Analytic FLOPs of one pre-norm ViT block's forward and input-gradient backward, one sample.
+
+    Forward (matmuls only): qkv 6*T*D^2, attention scores and weighted sum 4*T^2*D, projection
+    2*T*D^2, MLP 4*T*D*H. Backward with frozen weights (inversion: only the input gradient)
+    costs the same as the forward for every linear layer, and twice the forward plus a
+    recomputation of the scores for the attention (the fused kernel's backward): 2*T^2*D + 8*T^2*D.
+    Multiply-add = 2.
+    """
+    linear = 2 * tokens * dim * (3 * dim + dim + 2 * mlp_hidden)
+    attention = 4 * tokens * tokens * dim
+    attention_backward = 10 * tokens * tokens * dim
+    return 2 * linear + attention + attention_backward
 
 
 def test_dense_iteration_flops_match_analytic_vit_formula() -> None:
     dim, depth, heads, mlp_ratio, classes, batch = 64, 3, 2, 4.0, 10, 2
     model = make_tiny_vit(embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio, num_classes=classes)
     teacher = make_teacher(model)
-    run = InversionRun(teacher, torch.arange(batch), InversionConfig(iterations=1, batch_size=batch, tv_l2=0.0, warmup_iterations=0))
+    config = InversionConfig(iterations=1, batch_size=batch, tv_l2=0.0, warmup_iterations=0)
+    run = InversionRun(InversionRequest(teacher, torch.arange(batch), config))
     active = torch.ones(batch, 64, dtype=torch.bool)
     x = torch.randn(batch, 3, 32, 32, requires_grad=True)
-    from smi.augment import PatchJitter
+    from smi.inversion.jitter import PatchJitter
 
     measured = count_flops(lambda: run.image_loss(x, active, PatchJitter(), False)[0])
     tokens, patch_dim = 65, 3 * 4 * 4
-    per_sample = depth * vit_block_flops_analytic(tokens, dim, int(dim * mlp_ratio))
+    per_sample = depth * vit_block_flops(tokens, dim, int(dim * mlp_ratio))
     per_sample += 2 * (2 * 64 * patch_dim * dim)  # patch projection, forward and input gradient
     per_sample += 2 * (2 * dim * classes)  # head, forward and input gradient
     analytic = batch * per_sample
@@ -109,11 +125,12 @@ def test_dense_iteration_flops_match_analytic_vit_formula() -> None:
 
 def test_sparse_iteration_flops_fall_with_token_count(tiny_teacher) -> None:
     cfg = InversionConfig(iterations=6, **FAST)
-    result = invert(tiny_teacher, torch.arange(4), cfg, AttentionStopping(StoppingSchedule((1, 3), (0.5, 0.5))), progress=False)[0]
+    policy = AttentionStopping(StoppingSchedule((1, 3), (0.5, 0.5)))
+    result = invert(InversionRequest(tiny_teacher, torch.arange(4), cfg, progress=False), policy=policy)[0]
     by_tokens = result.stats.flops_by_tokens
     assert sorted(by_tokens) == [16, 32, 64]
     assert by_tokens[64] > by_tokens[32] > by_tokens[16] > 0
-    dense_run = invert(tiny_teacher, torch.arange(4), cfg, NoStopping(), progress=False)[0]
+    dense_run = invert(InversionRequest(tiny_teacher, torch.arange(4), cfg, progress=False), policy=NoStopping())[0]
     assert result.stats.flops_total < dense_run.stats.flops_total
     assert result.stats.peak_memory_after_last_stop_bytes < dense_run.stats.peak_memory_after_last_stop_bytes
     assert result.stats.peak_memory_bytes == dense_run.stats.peak_memory_bytes  # same first phase
@@ -131,7 +148,7 @@ def test_priors_ignore_pairs_touching_stopped_pixels() -> None:
 
 def test_bad_targets_are_clear_errors(tiny_teacher) -> None:
     with pytest.raises(SMIError, match="class indices"):
-        InversionRun(tiny_teacher, torch.tensor([0, 10]), InversionConfig(iterations=1, **FAST))
+        InversionRun(InversionRequest(tiny_teacher, torch.tensor([0, 10]), InversionConfig(iterations=1, **FAST)))
 
 
 def test_bad_config_values_are_clear_errors() -> None:
@@ -143,7 +160,7 @@ def test_bad_config_values_are_clear_errors() -> None:
 
 @pytest.mark.parametrize("img_size,patch", [(32, 4), (48, 16), (12, 1)])
 def test_patch_space_priors_equal_image_priors(img_size: int, patch: int) -> None:
-    from smi.priors import PatchNeighbours, patch_priors
+    from smi.inversion.priors import PatchNeighbours, patch_priors
     from smi.sparse_vit import gather_patches, mask_to_positions
 
     torch.manual_seed(0)
@@ -177,7 +194,7 @@ def test_patch_space_priors_equal_image_priors(img_size: int, patch: int) -> Non
 
 
 def test_narrowed_adam_continues_the_kept_pixels_exactly() -> None:
-    from smi.inversion import _narrow_optimizer
+    from smi.inversion.loop import _narrow_optimizer
 
     torch.manual_seed(0)
     full = torch.randn(2, 5, 3, 2, 2, requires_grad=True)
@@ -200,3 +217,47 @@ def test_narrowed_adam_continues_the_kept_pixels_exactly() -> None:
             assert sub.shape == (2, 3, 3, 2, 2)
     kept = full.detach().gather(1, keep[..., None, None, None].expand(-1, -1, 3, 2, 2))
     torch.testing.assert_close(sub.detach(), kept, rtol=0, atol=1e-6)
+
+
+def test_invert_takes_its_options_by_keyword_and_passes_the_iteration_hook(tiny_teacher) -> None:
+    cfg = InversionConfig(iterations=3, batch_size=4, warmup_iterations=0, measure_costs=False)
+    request = InversionRequest(tiny_teacher, torch.arange(4), cfg, progress=False)
+    with pytest.raises(TypeError):
+        invert(request, NoStopping())  # options are keyword-only
+    seen: list[tuple[int, tuple[int, ...], int]] = []
+    invert(request, policy=NoStopping(), on_iteration=lambda t, x, a: seen.append((t, tuple(x.shape), int(a.sum()))))
+    assert seen == [(t, (4, 3, 32, 32), 4 * 64) for t in range(3)]
+
+
+class _BadPolicy(PatchPolicy):
+    """Stops patch 0 of the first sample only, or restarts it after stopping it (``restart``)."""
+
+    def __init__(self, restart: bool) -> None:
+        self.restart = restart
+
+    def decision_iterations(self, total_iterations: int) -> tuple[int, ...]:
+        return (1, 3)
+
+    def decide(self, iteration, active, scores, generator) -> PolicyStep:
+        new = active.clone()
+        if self.restart:
+            new[:, 0] = iteration == 3  # stop patch 0 everywhere, then bring it back
+            new[:, 1] = iteration != 3
+        else:
+            new[0, 0] = False
+        return PolicyStep(new)
+
+
+@pytest.mark.parametrize("protocol", ["suite", "official"])
+@pytest.mark.parametrize("restart, message", [(False, "same, non-zero number"), (True, "never restart")])
+def test_both_loops_reject_a_policy_that_breaks_the_invariants(tiny_teacher, protocol, restart, message) -> None:
+    cfg = InversionConfig(iterations=5, batch_size=4, warmup_iterations=0, measure_costs=False, protocol=protocol)
+    with pytest.raises(SMIError, match=message):
+        invert(InversionRequest(tiny_teacher, torch.arange(4), cfg, progress=False), policy=_BadPolicy(restart))
+
+
+def test_check_step_accepts_equal_stops_and_rejects_empty_rows() -> None:
+    active = torch.ones(2, 4, dtype=torch.bool)
+    check_step(active, PolicyStep(torch.tensor([[True, False, True, True], [False, True, True, True]])))
+    with pytest.raises(SMIError, match="non-zero"):
+        check_step(active, PolicyStep(torch.zeros(2, 4, dtype=torch.bool)))

@@ -8,15 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smi.augment import PatchJitter, PixelJitter, PixelJitterSampler, official_patch_shift
 from smi.config import from_dict
 from smi.errors import SMIError
-from smi.inversion import InversionConfig, InversionRun, invert
-from smi.official import OfficialInversionRun, official_denormalize, official_scoring_iterations
-from smi.policies import AttentionStopping, NoStopping, RandomStopping, keep_top, official_keep_count, official_output_keep_count
-from smi.priors import PriorWeights, batch_priors, batch_total_variation, image_priors
-from smi.schedule import StoppingSchedule, keep_count
-from smi.synthesize import official_targets, sample_targets
+from smi.inversion import InversionConfig, InversionRequest, InversionRun, invert
+from smi.inversion.jitter import PatchJitter, PixelJitter, PixelJitterSampler, official_patch_shift
+from smi.inversion.official import OfficialInversionRun, official_denormalize, official_scoring_iterations
+from smi.inversion.policies import AttentionStopping, NoStopping, RandomStopping, keep_top, official_keep_count, official_output_keep_count
+from smi.inversion.priors import PriorWeights, batch_priors, batch_total_variation, image_priors
+from smi.inversion.schedule import StoppingSchedule, keep_count
+from smi.methods.synthesize import official_targets, sample_targets
 
 OFFICIAL = dict(batch_size=4, warmup_iterations=0, measure_costs=False, protocol="official")
 
@@ -45,7 +45,7 @@ def test_batch_tv_is_sqrt_batch_times_stronger_per_image_than_the_suite_prior() 
 
 
 def test_official_step_is_batch_mean_ce_plus_batch_tv(tiny_teacher) -> None:
-    run = OfficialInversionRun(tiny_teacher, torch.arange(4), InversionConfig(iterations=1, **OFFICIAL))
+    run = OfficialInversionRun(InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(iterations=1, **OFFICIAL)))
     x = torch.randn(4, 3, 32, 32)
     positions = torch.arange(64).expand(4, 64)
     loss, _ = run.image_step(x, positions, None, False)
@@ -85,8 +85,8 @@ def test_token_remap_matches_the_official_lookup() -> None:
 def test_whole_patch_pixel_roll_feeds_the_tokens_the_suite_loop_feeds(tiny_teacher) -> None:
     # A roll by whole patches moves every token's content exactly with its remapped position.
     config = InversionConfig(iterations=1, tv_l2=0.0, **OFFICIAL)
-    official = OfficialInversionRun(tiny_teacher, torch.arange(4), config)
-    suite = InversionRun(tiny_teacher, torch.arange(4), InversionConfig(iterations=1, tv_l2=0.0, batch_size=4))
+    official = OfficialInversionRun(InversionRequest(tiny_teacher, torch.arange(4), config))
+    suite = InversionRun(InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(iterations=1, tv_l2=0.0, batch_size=4)))
     x = torch.randn(4, 3, 32, 32)
     active = torch.zeros(4, 64, dtype=torch.bool)
     active[:, 5:40] = True
@@ -138,7 +138,7 @@ def test_official_keep_counts_truncate_without_rounding_guard() -> None:
 def test_scores_come_from_unjittered_forwards_one_iteration_before_each_stop(tiny_teacher) -> None:
     config = InversionConfig(iterations=9, **OFFICIAL)
     policy = AttentionStopping(StoppingSchedule((3, 6), (0.3, 0.3)))
-    run = OfficialInversionRun(tiny_teacher, torch.arange(4), config, policy, progress=False)
+    run = OfficialInversionRun(InversionRequest(tiny_teacher, torch.arange(4), config, progress=False), policy=policy)
     calls: list[tuple[bool, bool, int]] = []
     step = run.image_step
 
@@ -175,11 +175,8 @@ def test_output_is_the_final_iterate_with_the_rederived_mask(tiny_teacher) -> No
     config = InversionConfig(iterations=8, **OFFICIAL)
     seen: dict[int, torch.Tensor] = {}
     run = OfficialInversionRun(
-        tiny_teacher,
-        torch.arange(4),
-        config,
-        AttentionStopping(StoppingSchedule((2, 5), (0.3, 0.3))),
-        progress=False,
+        InversionRequest(tiny_teacher, torch.arange(4), config, progress=False),
+        policy=AttentionStopping(StoppingSchedule((2, 5), (0.3, 0.3))),
         on_iteration=lambda t, x, a: seen.__setitem__(t, x.clone()),
     )
     result = run.run()[0]
@@ -197,13 +194,15 @@ def test_output_is_the_final_iterate_with_the_rederived_mask(tiny_teacher) -> No
 
 
 def test_dense_official_output_keeps_every_patch_and_stopped_patches_keep_moving(tiny_teacher) -> None:
-    dense = invert(tiny_teacher, torch.arange(4), InversionConfig(iterations=4, **OFFICIAL), NoStopping(), progress=False)[0]
+    dense = invert(InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(iterations=4, **OFFICIAL), progress=False))[0]
     assert bool(dense.keep_masks.all())
     seen: list[torch.Tensor] = []
     config = InversionConfig(iterations=8, **OFFICIAL)
     policy = RandomStopping(StoppingSchedule((2,), (0.5,)))
     run = OfficialInversionRun(
-        tiny_teacher, torch.arange(4), config, policy, progress=False, on_iteration=lambda t, x, a: seen.append(x.clone())
+        InversionRequest(tiny_teacher, torch.arange(4), config, progress=False),
+        policy=policy,
+        on_iteration=lambda t, x, a: seen.append(x.clone()),
     )
     result = run.run()[0]
     stopped = ~result.keep_masks.view(4, -1)  # random stopping keeps its tracked set
@@ -216,7 +215,7 @@ def test_dense_official_output_keeps_every_patch_and_stopped_patches_keep_moving
 def test_official_runs_are_deterministic_and_record_the_protocol(tiny_teacher) -> None:
     from smi.methods import SparseModelInversion
     from smi.methods import ScheduleParams
-    from smi.synthesize import synthesize
+    from smi.methods.synthesize import synthesize
 
     method = SparseModelInversion(ScheduleParams(iterations=(2, 4), ratio=0.3))
     config = InversionConfig(iterations=6, **OFFICIAL)
@@ -233,7 +232,8 @@ def test_bf16_autocast_keeps_the_flop_count(tiny_teacher) -> None:
     policy = AttentionStopping(StoppingSchedule((1,), (0.3,)))
     for protocol in ("suite", "official"):
         base = dict(iterations=3, batch_size=4, warmup_iterations=0, protocol=protocol)
-        fp32 = invert(tiny_teacher, torch.arange(4), InversionConfig(**base), policy, progress=False)[0]
-        bf16 = invert(tiny_teacher, torch.arange(4), InversionConfig(precision="bf16", **base), policy, progress=False)[0]
+        fp32 = invert(InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(**base), progress=False), policy=policy)[0]
+        bf16_config = InversionConfig(precision="bf16", **base)
+        bf16 = invert(InversionRequest(tiny_teacher, torch.arange(4), bf16_config, progress=False), policy=policy)[0]
         assert bf16.stats.flops_total == fp32.stats.flops_total > 0
         assert bf16.images.dtype == torch.float32 and not torch.equal(bf16.images, fp32.images)

@@ -16,9 +16,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from baselines.psaq import PatchSimilarityEntropy, PSAQParams
-from smi.inversion import InversionConfig, run_class
-from smi.policies import AttentionStopping, NoStopping
-from smi.schedule import StoppingSchedule
+from smi.inversion import InversionConfig, InversionRequest, run_class
+from smi.inversion.policies import AttentionStopping, NoStopping
+from smi.inversion.schedule import StoppingSchedule
 
 aten = torch.ops.aten
 
@@ -69,7 +69,8 @@ def _run_counting(teacher, config, policy, terms=None):
     def on_iteration(t, images, active):
         counter.label = t + 1
 
-    run = run_class(config)(teacher, torch.arange(4), config, policy, terms, 0, "cpu", False, on_iteration)
+    request = InversionRequest(teacher, torch.arange(4), config, progress=False)
+    run = run_class(config)(request, policy=policy, loss_terms=terms, on_iteration=on_iteration)
     with counter:
         run.run()
     return counter.found, run
@@ -144,7 +145,8 @@ def test_cuda_loop_runs_under_sync_debug_mode_error(tiny_teacher, protocol: str)
         torch.cuda.set_sync_debug_mode("default" if t in decisions or t == 5 else "error")
         state["t"] = t
 
-    run = run_class(config)(tiny_teacher, torch.arange(4), config, policy, None, 0, "cuda", False, on_iteration)
+    request = InversionRequest(tiny_teacher, torch.arange(4), config, device="cuda", progress=False)
+    run = run_class(config)(request, policy=policy, on_iteration=on_iteration)
     try:
         run.run()
     finally:

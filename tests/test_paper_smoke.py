@@ -28,9 +28,9 @@ import timm
 import torch
 import yaml
 
+from smi.methods.synthesize import balanced_targets
 from smi.report.names import FIGURE_NAMES
 from smi.report.render import METHOD_LABELS
-from smi.synthesize import balanced_targets
 from tests.layouts import BUILDERS, CLASS_COUNTS
 from tests.standin_hub import add_to_cache, offline_env, random_state_dict
 

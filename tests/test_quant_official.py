@@ -12,6 +12,7 @@ from smi.cli import main
 from smi.errors import SMIError
 from smi.imageset import ImageSet
 from smi.inversion import InversionConfig, InversionResult
+from smi.methods.registry import InversionRequest, create_method
 from smi.quant import QuantConfig, calibrate, quantize_vit
 from smi.quant.fake_quant import IntGrid, quantize_weight_per_channel
 from smi.quant.modules import OfficialActQuantizer
@@ -19,7 +20,6 @@ from smi.quant.observers import MSE_MIN_FRACTION, MSE_STEPS, OfficialRangeObserv
 from smi.quant.official import OfficialQuantViT
 from smi.quant.official_grid import official_act_qparams, official_fake_quantize, official_quantize_weight
 from smi.quant.preprocess import keep_zero_inputs, official_calibration_inputs, uint8_round_trip
-from smi.registry import InversionRequest, create_method
 from tests.tiny import make_teacher, make_tiny_vit
 
 # The official quantized DeiT's activation quantizers in forward order, read off

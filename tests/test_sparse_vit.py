@@ -7,8 +7,8 @@ import timm
 import torch
 from torch import nn
 
-from smi.augment import JitterSampler, PatchJitter
 from smi.errors import SMIError
+from smi.inversion.jitter import JitterSampler, PatchJitter
 from smi.sparse_vit import TokenSubsetViT, cls_attention_from_qkv, gather_patches
 from tests.tiny import make_tiny_vit
 

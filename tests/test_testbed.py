@@ -190,7 +190,7 @@ def test_patch_saliency_points_at_the_only_patch_the_class_reads():
 
 def test_inverted_precision_uses_own_masks_and_stops_dense_sets():
     from smi.imageset import ImageSet
-    from smi.schedule import StoppingSchedule
+    from smi.inversion.schedule import StoppingSchedule
     from smi.testbed_saliency import inverted_precision
     from tests.tiny import make_teacher
 

@@ -11,7 +11,7 @@ from smi.bench import compress_method, interleaved, time_methods
 from smi.cli import main
 from smi.errors import SMIError
 from smi.inversion import InversionConfig
-from smi.registry import create_method
+from smi.methods.registry import create_method
 from smi.teachers import save_teacher
 from tests.tiny import make_teacher, make_tiny_vit
 

@@ -33,7 +33,7 @@ def run_official(args: argparse.Namespace) -> int:
     from smi.cli import distill as base  # the seams the tests replace (load_teacher, load_split)
     from smi.data import DatasetSpec
     from smi.distill.official import distill_official
-    from smi.registry import create_method
+    from smi.methods.registry import create_method
 
     for flag, value in (("--image-set", args.image_set), ("--budget-gflops", args.budget_gflops),
                         ("--num-images", args.num_images)):  # fmt: skip

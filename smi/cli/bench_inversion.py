@@ -7,8 +7,8 @@ import argparse
 from tabulate import tabulate
 
 from smi.cli._common import add_device_arguments, nonneg_int, open_fraction, positive_int, resolve_device
+from smi.inversion.schedule import StoppingSchedule
 from smi.io import provenance, write_json
-from smi.schedule import StoppingSchedule
 
 COMMAND = "bench-inversion"
 HELP = "Time dense inversion and SMI side by side (random weights) and print speed-up, FLOP and memory ratios."

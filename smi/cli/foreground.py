@@ -16,8 +16,8 @@ from smi.cli._common import add_device_arguments, nonneg_int, open_fraction, pos
 from smi.config import config_hash
 from smi.data import load_dataset
 from smi.errors import SMIError
+from smi.inversion.schedule import PAPER_RATIO, StoppingSchedule
 from smi.io import provenance, write_json
-from smi.schedule import PAPER_RATIO, StoppingSchedule
 
 COMMAND = "foreground"
 HELP = "Foreground precision/recall of CLS-attention patch stopping on shapes test images."

@@ -12,7 +12,7 @@ from smi.cli._common import (
     add_device_arguments, inversion_config, json_arg, nonneg_int, open_fraction, positive_int, resolve_device,
 )
 from smi.io import atomic_path, provenance, write_json
-from smi.registry import available_methods, create_method
+from smi.methods.registry import create_method
 
 COMMAND = "invert"
 HELP = "Synthesise images from a teacher with an inversion method (dense, smi, ...)."
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smi.synthesize import synthesize
+    from smi.methods.synthesize import synthesize
     from smi.teachers import load_teacher
 
     device = resolve_device(args)
@@ -97,7 +97,3 @@ def save_grid(images, path: str, max_images: int = 64) -> None:
 
     with atomic_path(path) as tmp:
         save_image(images[:max_images], tmp, nrow=8, padding=1, format="png")
-
-
-def _methods_help() -> str:  # pragma: no cover - used in docs
-    return ", ".join(available_methods())

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smi.registry import available_methods, method_class
+    from smi.methods.registry import available_methods, method_class
 
     for name in available_methods():
         cls = method_class(name)

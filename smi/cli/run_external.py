@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     from smi.imageset import check_teacher_identity
     from smi.io import provenance, write_json
     from smi.sparse_vit import TokenSubsetViT
-    from smi.synthesize import teacher_description
+    from smi.methods.synthesize import teacher_description
     from smi.teachers import load_teacher
 
     torch.set_num_threads(args.threads)

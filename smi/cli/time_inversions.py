@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _methods(spec: Any) -> dict[str, Any]:
     """Label -> method instance from the ``--methods`` JSON."""
-    from smi.registry import create_method
+    from smi.methods.registry import create_method
 
     if not isinstance(spec, dict) or not spec:
         raise SMIError('--methods must be a non-empty JSON object: {"label": {"method": "smi", "params": {...}}, ...}.')

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from smi.schedule import StoppingSchedule, keep_count
+from smi.errors import SMIError
+from smi.inversion.schedule import StoppingSchedule, keep_count
 
 
 def official_keep_count(active: int, ratio: float) -> int:
@@ -79,10 +80,6 @@ class PatchPolicy(ABC):
             generator: Seeded CPU generator for random decisions.
         """
 
-    def outputs_per_trajectory(self) -> int:
-        """Output images one optimised sample yields (1 unless the policy emits)."""
-        return 1
-
     def official(self) -> "PatchPolicy":
         """The policy as the official SMI code runs it (``protocol: official``); default: itself."""
         return self
@@ -94,6 +91,22 @@ class PatchPolicy(ABC):
         has no counterpart of (random stopping, PRI) keep their own selection.
         """
         return None
+
+
+def check_step(active: torch.Tensor, step: PolicyStep) -> None:
+    """The invariants of a policy's decision that changes the active set (the loops rely on them).
+
+    Args:
+        active: Bool (B, N) mask before the decision.
+        step: The decision; ``step.active`` differs from ``active``.
+
+    Raises:
+        SMIError: If rows keep different or zero counts, or a stopped patch would restart.
+    """
+    if not bool(step.active.sum(1).eq(step.active[0].sum()).all()) or not bool(step.active[0].any()):
+        raise SMIError("a patch policy must keep the same, non-zero number of patches per sample")
+    if bool((step.active & ~active).any()):
+        raise SMIError("a patch policy may only stop patches, never restart a stopped one")
 
 
 class NoStopping(PatchPolicy):

@@ -8,11 +8,11 @@ docs/protocols.md with the suite's own choice (:mod:`smi.inversion`, ``protocol:
   token sequence but stay in the image: the TV prior (and, through sub-patch jitter, the
   cross entropy) keeps reaching them and Adam keeps moving them.
 - Loss: batch-mean cross entropy plus the batch-level priors of
-  :func:`smi.priors.batch_priors` (TV: ``1e-4 * sum over 4 directions of ||D(X)||`` over the
+  :func:`smi.inversion.priors.batch_priors` (TV: ``1e-4 * sum over 4 directions of ||D(X)||`` over the
   whole batch, on the un-jittered images).
 - Jitter: a roll by whole pixels (up to ``int(side * jitter)``, 28 px at 224 px) and a flip;
   with stopped patches, every active token is re-assigned to the grid position its patch is
-  displayed nearest to (:class:`smi.augment.PixelJitter`). With all patches active the tokens
+  displayed nearest to (:class:`smi.inversion.jitter.PixelJitter`). With all patches active the tokens
   are the jittered image's patches in grid order.
 - Stopping at schedule iteration ``t``: the scores come from an un-jittered forward at
   ``t - 1`` (CLS attention of the last block, averaged over heads), and the forward at ``t``,
@@ -36,12 +36,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from smi.augment import PixelJitter, PixelJitterSampler
 from smi.errors import SMIError
-from smi.inversion import InversionResult, InversionRun, forward_precision, watch_terms
-from smi.measure import count_forward_flops, start_timed_loop
-from smi.policies import keep_top
-from smi.priors import batch_priors
+from smi.inversion.costs import count_forward_flops, start_timed_loop
+from smi.inversion.jitter import PixelJitter, PixelJitterSampler
+from smi.inversion.loop import InversionRun, forward_precision, watch_terms
+from smi.inversion.policies import check_step, keep_top
+from smi.inversion.priors import batch_priors
+from smi.inversion.types import InversionResult
 from smi.sparse_vit import gather_patches, mask_to_positions
 
 
@@ -134,6 +135,7 @@ class OfficialInversionRun(InversionRun):
 
     # ------------------------------------------------------------------ loop
     def run(self) -> list[InversionResult]:
+        """Optimise the whole images; returns one result per emission (one for non-emitting policies)."""
         cfg, device = self.config, self.device
         b, n = self.shape[0], self.vit.num_patches
         images = torch.randn(self.shape, generator=self.generator).to(device).requires_grad_(True)
@@ -144,49 +146,48 @@ class OfficialInversionRun(InversionRun):
         active_tokens: list[int] = []
         emissions: list[tuple[torch.Tensor, torch.Tensor]] = []
         mean, std = self.teacher.mean_std(device)
-        cuda = device.type == "cuda"
 
+        # Warm-up: untimed passes, so first-call allocation and kernel selection stay off the clock.
         for _ in range(cfg.warmup_iterations):
             self.image_step(images.detach().clone().requires_grad_(True), positions, None, False)[0].backward()
         watch = start_timed_loop(device)
-        peak_before_last = 0
         bar = tqdm(range(cfg.iterations), desc="invert", disable=not self.progress, leave=False, mininterval=1.0)
         for t in bar:
+            # Forward and backward on the active tokens of the whole (pixel-jittered) images.
             jitter = None if t in self.still else self.pixel_sampler.sample(self.generator)
             scoring = t in self.scoring_at and self.policy.needs_attention
             optimizer.zero_grad(set_to_none=True)
             loss, scores = self.image_step(images, positions, jitter, scoring)
             loss.backward()
+            # Adam step, then back into the valid pixel range.
             optimizer.step()
             with torch.no_grad():
                 images.clamp_(self.image_lower, self.image_upper)
+            # Records (on the device: no host synchronisation).
             losses[t] = loss.detach()
             active_tokens.append(positions.shape[1])
             if self.on_iteration is not None:
                 self.on_iteration(t, images.detach(), active)
+            # Stop decision on this forward's scores, effective from the next (the scheduled) iteration.
             if t in self.scoring_at:
                 step = self.policy.decide(self.scoring_at[t], active, scores, self.generator)
                 if step.emit is not None:
                     emissions.append((official_denormalize(images.detach(), mean, std), step.emit.clone()))
                 if not torch.equal(step.active, active):
-                    if not bool(step.active.sum(1).eq(step.active[0].sum()).all()) or not bool(step.active[0].any()):
-                        raise SMIError("a patch policy must keep the same, non-zero number of patches per sample")
-                    if bool((step.active & ~active).any()):
-                        raise SMIError("a patch policy may only stop patches, never restart a stopped one")
+                    check_step(active, step)
                     active = step.active
                     positions = mask_to_positions(active)
-                    if cuda:
-                        peak_before_last = max(peak_before_last, torch.cuda.max_memory_allocated(device))
-                        torch.cuda.reset_peak_memory_stats(device)
+                    self.costs.end_phase()
         # The official output is part of the run: the final iterate and its re-derived mask.
         pixels = official_denormalize(images.detach(), mean, std)
         mask = self.output_mask(pixels, active)
         watch.stop()
         bar.close()
         emissions.append((pixels, mask.clone()))
-        stats = self._stats(watch.elapsed, active_tokens, losses, sorted(self.scoring_at), peak_before_last)
+        # The costs replayed off the clock, plus the dense forward that re-derived the mask.
+        stats = self._stats(watch.elapsed, active_tokens, losses, sorted(self.scoring_at))
         keep = self.policy.official_output_keep(n)
-        if self.measure.enabled and keep is not None and keep < n:
+        if self.costs.enabled and keep is not None and keep < n:
             stats.flops_total += self._mask_forward_flops()
         return [self._result(image.clamp(0, 1), keep, stats) for image, keep in emissions]
 

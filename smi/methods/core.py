@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from smi.inversion import InversionResult, invert
-from smi.policies import AttentionStopping, RandomStopping
-from smi.registry import InversionMethod, InversionRequest, register_method
-from smi.schedule import PAPER_ITERATIONS, PAPER_RATIO, StoppingSchedule
+from smi.inversion.policies import AttentionStopping, RandomStopping
+from smi.inversion.schedule import PAPER_ITERATIONS, PAPER_RATIO, StoppingSchedule
+from smi.methods.registry import InversionMethod, InversionRequest, register_method
 
 
 @register_method("dense")
@@ -22,7 +22,7 @@ class DenseInversion(InversionMethod):
     """Dense inversion: no patch is ever stopped."""
 
     def invert(self, request: InversionRequest) -> list[InversionResult]:
-        return invert(request.teacher, request.targets, request.config, None, None, request.seed, request.device, request.progress)
+        return invert(request)
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,7 @@ class SparseModelInversion(InversionMethod):
     Params = ScheduleParams
 
     def invert(self, request: InversionRequest) -> list[InversionResult]:
-        policy = AttentionStopping(self.params.schedule())
-        return invert(request.teacher, request.targets, request.config, policy, None, request.seed, request.device, request.progress)
+        return invert(request, policy=AttentionStopping(self.params.schedule()))
 
 
 @register_method("smi-random")
@@ -62,5 +61,4 @@ class RandomStoppingInversion(InversionMethod):
     Params = ScheduleParams
 
     def invert(self, request: InversionRequest) -> list[InversionResult]:
-        policy = RandomStopping(self.params.schedule())
-        return invert(request.teacher, request.targets, request.config, policy, None, request.seed, request.device, request.progress)
+        return invert(request, policy=RandomStopping(self.params.schedule()))
