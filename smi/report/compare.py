@@ -20,7 +20,8 @@ from smi.errors import SMIError
 from smi.report.aggregate import read_aggregate
 from smi.report.render import Table
 from smi.report.defaults import DEFAULT_TARGET_FRACTION
-from smi.report.tables import TABLE_NAMES, build_tables
+from smi.report.names import TABLE_NAMES
+from smi.report.tables import build_tables
 
 SAME, CHANGED, ONLY_A, ONLY_B = "same", "changed", "only in A", "only in B"
 CELL_KEYS = ["table", "row", "column"]

@@ -30,7 +30,6 @@ from matplotlib.ticker import MaxNLocator
 
 from smi.io import atomic_path
 from smi.report.aggregate import Aggregate
-from smi.report.names import SUMMARY_FIGURE_NAMES
 from smi.report.render import METHOD_LABELS
 from smi.report.stats import (
     DENSE, REFERENCE_SOURCES, TIMING_KEYS, fill_keys, isolated_timings, ordered_methods, ratios_to_dense,

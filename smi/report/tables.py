@@ -27,7 +27,6 @@ import pandas as pd
 from smi.errors import SMIError
 from smi.report.aggregate import Aggregate
 from smi.report.defaults import DEFAULT_TARGET_FRACTION
-from smi.report.names import TABLE_NAMES
 from smi.report.render import HIGHER, LOWER, Column, Table, write_table
 from smi.report.stats import (
     DENSE, MISSING_KEY, REFERENCE_SOURCES, fill_keys, first_epoch_reaching, isolated_timings, method_sort_key,
@@ -493,7 +492,7 @@ def _saliency_notes(fg: pd.DataFrame) -> list[str]:
 
 
 def build_tables(agg: Aggregate, target_fraction: float = DEFAULT_TARGET_FRACTION) -> dict[str, Table]:
-    """All five tables of a run, keyed by :data:`TABLE_NAMES`."""
+    """All five tables of a run, keyed by :data:`smi.report.names.TABLE_NAMES`."""
     summary = agg.summary
     return {
         "efficiency": efficiency_table(summary),
