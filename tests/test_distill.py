@@ -57,6 +57,24 @@ def test_patch_augment_keeps_sparse_images_sparse() -> None:
     assert torch.equal(again[0], out) and torch.equal(again[1], masks)
 
 
+def test_patch_augment_equals_per_image_roll_and_flip() -> None:
+    """The batched gather is the same copy as rolling and flipping each image on its own."""
+    images, labels = make_images(24, seed=3)
+    sparse = sparse_set(images, labels, fill=0.0)
+    augment = PatchAugment((PATCH, PATCH), max_shift=3, flip=True)
+    out, masks = augment(sparse.images, sparse.keep_masks, torch.Generator().manual_seed(11))
+    gen = torch.Generator().manual_seed(11)  # the same draws, in the same order
+    shifts = torch.randint(-3, 4, (24, 2), generator=gen).tolist()
+    flips = (torch.rand(24, generator=gen) < 0.5).tolist()
+    assert any(flips) and not all(flips)
+    for i, ((dy, dx), flip) in enumerate(zip(shifts, flips)):
+        image = torch.roll(sparse.images[i], shifts=(dy * PATCH, dx * PATCH), dims=(1, 2))
+        mask = torch.roll(sparse.keep_masks[i], shifts=(dy, dx), dims=(0, 1))
+        if flip:
+            image, mask = image.flip(2), mask.flip(1)
+        assert torch.equal(out[i], image) and torch.equal(masks[i], mask), i
+
+
 def test_patch_erase_blackens_whole_kept_patches_only() -> None:
     images, labels = make_images(32, seed=0)
     # No kept pixel is black by chance; stopped pixels hold 0.5 so that touching one shows.
@@ -230,3 +248,31 @@ def test_cli_writes_metrics_with_correlated_split_and_budget(trained, tmp_path, 
     assert record["decorrelation_gap"] == pytest.approx(record["final_top1_correlated"] - record["final_top1"])
     too_big = argv[:-5] + ["--budget-gflops", "400", "--out", str(tmp_path / "x.json"), "--no-progress"]
     assert main(too_big) == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_teacher_accuracy_is_read_from_the_teacher_file_when_it_was_taken_on_the_same_split() -> None:
+    """Every student of a teacher reports the same teacher accuracy: the file's record, not a new pass."""
+    from smi.cli.distill import recorded_teacher_accuracy
+    from smi.data import DatasetSpec, load_dataset
+    from smi.quant.accuracy import evaluate_logits
+    from smi.teachers import build_teacher
+    from tests.test_teachers import DIGITS, SPEC
+
+    teacher, _ = build_teacher(SPEC, DIGITS, "cpu", seed=0, progress=False)
+    test_set = load_dataset(DIGITS, "test", teacher.data_config)
+    measured = evaluate_logits(teacher.model, test_set, DistillRecipe().eval_batch_size, "cpu", progress=False)
+    recorded = recorded_teacher_accuracy(teacher, DIGITS)
+    assert recorded == {"top1": measured["top1"], "top5": measured["top5"]}
+    other_split = DatasetSpec("digits", {"test_fraction": 0.3})
+    assert recorded_teacher_accuracy(teacher, other_split) is None
+    teacher.metadata.pop("top1")
+    assert recorded_teacher_accuracy(teacher, DIGITS) is None
+
+
+def test_known_teacher_accuracy_is_not_measured_again(trained) -> None:
+    teacher, images, labels, test_set = trained
+    recipe = DistillRecipe(epochs=1, batch_size=32, warmup_epochs=0, eval_batch_size=300)
+    known = {"top1": 12.5, "top5": 50.0}
+    result = distill(teacher, dense_set(images[:32], labels[:32], "real"), STUDENT, recipe, test_set, 0, "cpu",
+                     progress=False, teacher_accuracy=known)  # fmt: skip
+    assert result.teacher_accuracy == known
