@@ -57,24 +57,6 @@ def test_patch_augment_keeps_sparse_images_sparse() -> None:
     assert torch.equal(again[0], out) and torch.equal(again[1], masks)
 
 
-def test_patch_augment_equals_per_image_roll_and_flip() -> None:
-    """The batched gather is the same copy as rolling and flipping each image on its own."""
-    images, labels = make_images(24, seed=3)
-    sparse = sparse_set(images, labels, fill=0.0)
-    augment = PatchAugment((PATCH, PATCH), max_shift=3, flip=True)
-    out, masks = augment(sparse.images, sparse.keep_masks, torch.Generator().manual_seed(11))
-    gen = torch.Generator().manual_seed(11)  # the same draws, in the same order
-    shifts = torch.randint(-3, 4, (24, 2), generator=gen).tolist()
-    flips = (torch.rand(24, generator=gen) < 0.5).tolist()
-    assert any(flips) and not all(flips)
-    for i, ((dy, dx), flip) in enumerate(zip(shifts, flips)):
-        image = torch.roll(sparse.images[i], shifts=(dy * PATCH, dx * PATCH), dims=(1, 2))
-        mask = torch.roll(sparse.keep_masks[i], shifts=(dy, dx), dims=(0, 1))
-        if flip:
-            image, mask = image.flip(2), mask.flip(1)
-        assert torch.equal(out[i], image) and torch.equal(masks[i], mask), i
-
-
 def test_patch_erase_blackens_whole_kept_patches_only() -> None:
     images, labels = make_images(32, seed=0)
     # No kept pixel is black by chance; stopped pixels hold 0.5 so that touching one shows.

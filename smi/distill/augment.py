@@ -75,36 +75,17 @@ class PatchAugment:
             return images, masks
         shifts = torch.randint(-self.max_shift, self.max_shift + 1, (b, 2), generator=generator).tolist()
         flips = (torch.rand(b, generator=generator) < 0.5).tolist() if self.flip else [False] * b
-        shift = torch.tensor(shifts, dtype=torch.long)
-        flip = torch.tensor(flips, dtype=torch.bool)
         ph, pw = self.patch_size
-        # One gather for the whole batch instead of a roll and flip per image: a roll by s and a
-        # flip are permutations of the rows / columns, so the result is the same copy of values.
-        rows, cols = _source_index(images.shape[-2], images.shape[-1], shift * torch.tensor([ph, pw]), flip)
-        grid_rows, grid_cols = _source_index(masks.shape[-2], masks.shape[-1], shift, flip)
-        batch = torch.arange(b)[:, None, None]
-        out_images = images[batch[..., None], torch.arange(images.shape[1])[None, :, None, None],
-                            rows[:, None, :, None].to(images.device), cols[:, None, None, :].to(images.device)]  # fmt: skip
-        out_masks = masks[batch, grid_rows[:, :, None].to(masks.device), grid_cols[:, None, :].to(masks.device)]
-        return out_images, out_masks
-
-
-def _source_index(height: int, width: int, shift: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample source rows (B, height) and columns (B, width) of a roll then a horizontal flip.
-
-    ``torch.roll(x, s)`` puts source index ``(i - s) mod n`` at output ``i``; a flip then reads
-    column ``width - 1 - j``.
-
-    Args:
-        height: Rows of each sample.
-        width: Columns of each sample.
-        shift: (B, 2) roll along rows and columns.
-        flip: (B,) whether each sample is flipped after the roll.
-    """
-    rows = (torch.arange(height)[None, :] - shift[:, :1]) % height
-    cols = torch.arange(width)[None, :].expand(shift.shape[0], width)
-    cols = torch.where(flip[:, None], width - 1 - cols, cols)
-    return rows, (cols - shift[:, 1:]) % width
+        out_images, out_masks = [], []
+        for i in range(b):
+            dy, dx = shifts[i]
+            image = torch.roll(images[i], shifts=(dy * ph, dx * pw), dims=(1, 2))
+            mask = torch.roll(masks[i], shifts=(dy, dx), dims=(0, 1))
+            if flips[i]:
+                image, mask = image.flip(2), mask.flip(1)
+            out_images.append(image)
+            out_masks.append(mask)
+        return torch.stack(out_images), torch.stack(out_masks)
 
 
 class PatchErase:
