@@ -154,9 +154,9 @@ def recorded_teacher_accuracy(teacher: Any, spec: Any) -> dict[str, float] | Non
     the very dataset spec this job evaluates on.
     """
     metadata = getattr(teacher, "metadata", None) or {}
-    if metadata.get("dataset_spec") != spec.to_config():
-        return None
     if not all(isinstance(metadata.get(key), (int, float)) for key in ("top1", "top5")):
+        return None
+    if metadata.get("dataset_spec") is None or metadata["dataset_spec"] != spec.to_config():
         return None
     return {"top1": float(metadata["top1"]), "top5": float(metadata["top5"])}
 
