@@ -230,3 +230,31 @@ def test_cli_writes_metrics_with_correlated_split_and_budget(trained, tmp_path, 
     assert record["decorrelation_gap"] == pytest.approx(record["final_top1_correlated"] - record["final_top1"])
     too_big = argv[:-5] + ["--budget-gflops", "400", "--out", str(tmp_path / "x.json"), "--no-progress"]
     assert main(too_big) == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_teacher_accuracy_is_read_from_the_teacher_file_when_it_was_taken_on_the_same_split() -> None:
+    """Every student of a teacher reports the same teacher accuracy: the file's record, not a new pass."""
+    from smi.cli.distill import recorded_teacher_accuracy
+    from smi.data import DatasetSpec, load_dataset
+    from smi.quant.accuracy import evaluate_logits
+    from smi.teachers import build_teacher
+    from tests.test_teachers import DIGITS, SPEC
+
+    teacher, _ = build_teacher(SPEC, DIGITS, "cpu", seed=0, progress=False)
+    test_set = load_dataset(DIGITS, "test", teacher.data_config)
+    measured = evaluate_logits(teacher.model, test_set, DistillRecipe().eval_batch_size, "cpu", progress=False)
+    recorded = recorded_teacher_accuracy(teacher, DIGITS)
+    assert recorded == {"top1": measured["top1"], "top5": measured["top5"]}
+    other_split = DatasetSpec("digits", {"test_fraction": 0.3})
+    assert recorded_teacher_accuracy(teacher, other_split) is None
+    teacher.metadata.pop("top1")
+    assert recorded_teacher_accuracy(teacher, DIGITS) is None
+
+
+def test_known_teacher_accuracy_is_not_measured_again(trained) -> None:
+    teacher, images, labels, test_set = trained
+    recipe = DistillRecipe(epochs=1, batch_size=32, warmup_epochs=0, eval_batch_size=300)
+    known = {"top1": 12.5, "top5": 50.0}
+    result = distill(teacher, dense_set(images[:32], labels[:32], "real"), STUDENT, recipe, test_set, 0, "cpu",
+                     progress=False, teacher_accuracy=known)  # fmt: skip
+    assert result.teacher_accuracy == known

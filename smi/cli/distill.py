@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     spec, test_set = load_split(args.dataset_spec, "test", teacher)
     extra_name = CORRELATED_SPLITS.get(spec.name)
     extra = {extra_name: load_split(args.dataset_spec, extra_name, teacher)[1]} if extra_name else {}
-    result = distill(teacher, image_set, student_spec, recipe, test_set, args.seed, device, extra, not args.no_progress)
+    known = recorded_teacher_accuracy(teacher, spec)
+    result = distill(teacher, image_set, student_spec, recipe, test_set, args.seed, device, extra, not args.no_progress, known)
 
     digest = config_hash(to_dict(student_spec), to_dict(recipe), teacher_id, image_set.metadata.get("config_hash"), args.seed)
     final = result.final
@@ -142,6 +143,22 @@ def run(args: argparse.Namespace) -> int:
         f"{final['test_top1']:.2f} (teacher {record['teacher_top1']:.2f}) -> {args.out}"
     )
     return 0
+
+
+def recorded_teacher_accuracy(teacher: Any, spec: Any) -> dict[str, float] | None:
+    """The teacher's test-split accuracy as its file records it, or None to measure it here.
+
+    ``smi train-teacher`` scores the teacher on the test split of its dataset spec and stores
+    ``top1``/``top5`` in the file; every distillation job of that teacher would otherwise score
+    the same frozen model on the same split again. The record is used only when it was taken on
+    the very dataset spec this job evaluates on.
+    """
+    metadata = getattr(teacher, "metadata", None) or {}
+    if not all(isinstance(metadata.get(key), (int, float)) for key in ("top1", "top5")):
+        return None
+    if metadata.get("dataset_spec") is None or metadata["dataset_spec"] != spec.to_config():
+        return None
+    return {"top1": float(metadata["top1"]), "top5": float(metadata["top5"])}
 
 
 def _gflops_per_image(path: str | None) -> float:

@@ -81,6 +81,7 @@ def distill(
     device: torch.device | str,
     extra_test_sets: dict[str, Dataset] | None = None,
     progress: bool = True,
+    teacher_accuracy: dict[str, float] | None = None,
 ) -> DistillResult:
     """Distil ``teacher`` into a new student on ``image_set``; evaluate every ``eval_every`` epochs.
 
@@ -94,6 +95,8 @@ def distill(
         device: Compute device.
         extra_test_sets: Further splits evaluated once, after the final epoch.
         progress: Show progress bars on stderr.
+        teacher_accuracy: The teacher's accuracy on ``test_set`` when already known (the teacher
+            file records it): every student of a teacher shares it, so it is not measured again.
 
     Returns:
         The trained student, the curve and the final figures.
@@ -160,8 +163,9 @@ def distill(
         name: evaluate_logits(student, split, recipe.eval_batch_size, device, f"evaluate {name}", progress)
         for name, split in (extra_test_sets or {}).items()
     }
-    teacher_acc = evaluate_logits(teacher.model, test_set, recipe.eval_batch_size, device, "evaluate teacher", progress)
-    return DistillResult(student, curve, len(images), teacher_acc, extra)
+    if teacher_accuracy is None:
+        teacher_accuracy = evaluate_logits(teacher.model, test_set, recipe.eval_batch_size, device, "evaluate teacher", progress)
+    return DistillResult(student, curve, len(images), dict(teacher_accuracy), extra)
 
 
 def _warmup_cosine(warmup_steps: int, total_steps: int) -> Any:
