@@ -17,7 +17,7 @@ Sparse Model Inversion (Hu et al., ICML 2024), official code ``test_kt.py``:
   **best** accuracy over epochs, which is reported here as the official metric beside the
   final epoch's (a test-set-selected figure, so not the suite's headline number).
 
-The synthesis runs inside this job through :func:`smi.synthesize.synthesize`, one call per
+The synthesis runs inside this job through :func:`smi.methods.synthesize.synthesize`, one call per
 epoch with its own seed, so a run is resumable: every ``checkpoint_every`` epochs the head,
 the optimiser, the draw generator, the RNG states and the curve are saved atomically beside
 the pool shards, and a restarted job continues from there bit-identically.
@@ -45,9 +45,9 @@ from smi.errors import SMIError
 from smi.inversion import InversionConfig
 from smi.io import torch_save
 from smi.quant.accuracy import evaluate_logits
-from smi.registry import InversionMethod
+from smi.methods.registry import InversionMethod
 from smi.sparse_vit import TokenSubsetViT
-from smi.synthesize import synthesize
+from smi.methods.synthesize import synthesize
 from smi.types import Teacher
 
 #: Seeds of consecutive epochs' syntheses are spread apart so that two jobs never share one.

@@ -71,7 +71,7 @@ def is_synthetic_source(metadata: dict[str, Any]) -> bool:
     A set made by a registered method that synthesises nothing (``noise``, ``real``) is a
     reference source; any other set, including externally produced ones, is synthetic.
     """
-    from smi.registry import available_methods, method_class
+    from smi.methods.registry import available_methods, method_class
 
     name = metadata.get("method_name") or metadata.get("method")
     if not name or name not in available_methods():
