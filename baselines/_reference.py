@@ -17,7 +17,9 @@ from smi.types import Teacher
 NO_MEMORY = "none"
 
 
-def reference_result(images: torch.Tensor, targets: torch.Tensor, teacher: Teacher, wall_time_s: float) -> InversionResult:
+def reference_result(
+    images: torch.Tensor, targets: torch.Tensor, teacher: Teacher, wall_time_s: float
+) -> InversionResult:
     """Wrap dense pixel-space images of a reference source as an inversion result.
 
     Args:

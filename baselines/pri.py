@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from smi.errors import SMIError
 from smi.inversion import InversionResult, invert
 from smi.inversion.policies import PatchPolicy, PolicyStep, keep_top

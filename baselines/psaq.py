@@ -48,20 +48,19 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
+from baselines import psaq_official
 from smi.errors import SMIError
 from smi.inversion import InversionResult, invert
 from smi.inversion.policies import AttentionStopping
 from smi.methods import ScheduleParams
 from smi.methods.registry import InversionMethod, InversionRequest, register_method
 from smi.sparse_vit import TokenSubsetViT
-
-from baselines import psaq_official
 
 #: The fixed evaluation grid extends this many bandwidths beyond ``grid_range``.
 GRID_PADDING = 3.0
@@ -135,7 +134,10 @@ class PSAQParams:
         if not stages or any(int(s) != s or s < 1 for s in stages):
             raise SMIError(f"psaq stages must be positive iteration counts, got {list(stages)}.")
         if len(jitter) != len(stages) or any(int(j) != j or j < 0 for j in jitter):
-            raise SMIError(f"psaq stage_jitter needs one non-negative pixel limit per stage, got {list(jitter)} for {len(stages)} stages.")
+            raise SMIError(
+                f"psaq stage_jitter needs one non-negative pixel limit per stage, got {list(jitter)} "
+                f"for {len(stages)} stages."
+            )
         if int(self.warmup) != self.warmup or not 1 <= self.warmup < min(stages):
             raise SMIError(
                 f"psaq warmup must be an integer in [1, shortest stage {min(stages)}), got {self.warmup}; "
@@ -253,7 +255,10 @@ class PatchSimilarityEntropy:
         for index, block in enumerate(vit.model.blocks):
             attn = getattr(block, "attn", None)
             if attn is None:
-                raise SMIError(f"block {index} of the teacher has no 'attn' module; the PSAQ loss needs timm's standard ViT blocks.")
+                raise SMIError(
+                    f"block {index} of the teacher has no 'attn' module; "
+                    "the PSAQ loss needs timm's standard ViT blocks."
+                )
             handles.append(attn.register_forward_hook(self._record))
         try:
             yield
@@ -316,7 +321,9 @@ class PSAQSMIParams(PSAQParams, ScheduleParams):
 
     def __post_init__(self) -> None:
         if self.protocol != "suite":
-            raise SMIError("psaq-smi is the suite's extension (no official code exists); it takes protocol 'suite' only.")
+            raise SMIError(
+                "psaq-smi is the suite's extension (no official code exists); it takes protocol 'suite' only."
+            )
         PSAQParams.__post_init__(self)
         ScheduleParams.__post_init__(self)
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -103,14 +103,20 @@ class PreProjectionOutputs:
         for index, block in enumerate(model.blocks):
             attn = getattr(block, "attn", None)
             proj = getattr(attn, "proj", None)
-            plain = isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity) and getattr(attn, "gate", None) is None
+            plain = (
+                isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity) and getattr(attn, "gate", None) is None
+            )
             if proj is None or not hasattr(attn, "num_heads") or not plain:
-                raise SMIError(f"block {index} has no standard timm attention (qkv, heads, proj); PSAQ-ViT official needs one.")
+                raise SMIError(
+                    f"block {index} has no standard timm attention (qkv, heads, proj); PSAQ-ViT official needs one."
+                )
 
     @contextlib.contextmanager
     def watch(self) -> Iterator[None]:
         self.features = []
-        handles = [block.attn.proj.register_forward_pre_hook(self._record(block.attn.num_heads)) for block in self.model.blocks]
+        handles = [
+            block.attn.proj.register_forward_pre_hook(self._record(block.attn.num_heads)) for block in self.model.blocks
+        ]
         try:
             yield
         finally:
@@ -232,7 +238,9 @@ class OfficialPSAQRun:
         if self.config.measure_costs:
 
             def probe() -> torch.Tensor:
-                return self.loss(torch.zeros(self.shape, device=self.device, requires_grad=True), PixelJitter(), labels, tv_target)
+                return self.loss(
+                    torch.zeros(self.shape, device=self.device, requires_grad=True), PixelJitter(), labels, tv_target
+                )
 
             flops = count_flops(probe)
             with saved_activation_bytes(exclude=list(self.model.parameters())) as record:

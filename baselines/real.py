@@ -50,7 +50,9 @@ def pick_indices(labels: torch.Tensor, targets: torch.Tensor, seed: int) -> torc
     for cls in torch.unique(targets).tolist():
         pool = (labels == cls).nonzero(as_tuple=True)[0]
         if pool.numel() == 0:
-            raise SMIError(f"the training split has no image of class {cls}; the teacher's classes do not match the dataset.")
+            raise SMIError(
+                f"the training split has no image of class {cls}; the teacher's classes do not match the dataset."
+            )
         order = pool[torch.randperm(pool.numel(), generator=generator)]
         slots = (targets == cls).nonzero(as_tuple=True)[0]
         chosen[slots] = order[torch.arange(slots.numel()) % order.numel()]
@@ -93,7 +95,8 @@ class RealImages(InversionMethod):
         images = torch.stack([dataset[int(i)][0] for i in index])  # type: ignore[index]
         if tuple(images.shape[1:]) != tuple(teacher.input_size):
             raise SMIError(
-                f"dataset images have size {tuple(images.shape[1:])} but the teacher expects {tuple(teacher.input_size)}; "
+                f"dataset images have size {tuple(images.shape[1:])} "
+                f"but the teacher expects {tuple(teacher.input_size)}; "
                 "check the dataset spec and the teacher's data config."
             )
         pixels = teacher.denormalize(images.float()).clamp(0, 1)

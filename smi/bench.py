@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from statistics import median
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import timm
 import torch
@@ -77,9 +78,14 @@ class BenchResult:
             "flop_ratio": flop_ratio,
             "speedup_over_flop_ratio": speedup / flop_ratio,
             "flop_reduction_pct": 100 * (1 - 1 / flop_ratio),
-            "memory_ratio": self.dense[0].peak_memory_after_last_stop_bytes / max(1, self.smi[0].peak_memory_after_last_stop_bytes),
+            "memory_ratio": self.dense[0].peak_memory_after_last_stop_bytes
+            / max(1, self.smi[0].peak_memory_after_last_stop_bytes),
             "memory_reduction_after_last_stop_pct": 100
-            * (1 - self.smi[0].peak_memory_after_last_stop_bytes / max(1, self.dense[0].peak_memory_after_last_stop_bytes)),
+            * (
+                1
+                - self.smi[0].peak_memory_after_last_stop_bytes
+                / max(1, self.dense[0].peak_memory_after_last_stop_bytes)
+            ),
             "full_schedule_flop_reduction_pct": 100 * self.full_schedule_flop_reduction,
             "full_schedule_forward_flop_reduction_pct": 100 * self.full_schedule_forward_flop_reduction,
             "per_round_speedups": [d.wall_time_s / s.wall_time_s for d, s in zip(self.dense, self.smi)],  # type: ignore[dict-item]
@@ -123,8 +129,11 @@ def compress_method(method: InversionMethod, factor: float) -> InversionMethod:
     schedules defined as fractions of the run (PRI's division) scale by themselves.
     """
     params = method.params
-    if factor == 1.0 or not (dataclasses.is_dataclass(params) and hasattr(params, "schedule")
-                             and any(f.name == "iterations" for f in dataclasses.fields(params))):
+    if factor == 1.0 or not (
+        dataclasses.is_dataclass(params)
+        and hasattr(params, "schedule")
+        and any(f.name == "iterations" for f in dataclasses.fields(params))
+    ):
         return method
     scaled = params.schedule().scaled(factor)
     return type(method)(dataclasses.replace(params, iterations=scaled.iterations))
@@ -183,14 +192,18 @@ class TimingResult:
         rows = []
         for label, timing in self.methods.items():
             speedups = self.speedups(label)
-            rows.append({
-                "method": label, "method_name": timing.method, "batch_size": timing.batch_size,
-                "images_per_round": timing.images_per_round,
-                "time_per_image_s": median(timing.per_image()),
-                "speedup": median(speedups) if speedups else None,
-                "time_per_round_s": timing.times_s,
-                "speedup_per_round": speedups,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "method": label,
+                    "method_name": timing.method,
+                    "batch_size": timing.batch_size,
+                    "images_per_round": timing.images_per_round,
+                    "time_per_image_s": median(timing.per_image()),
+                    "speedup": median(speedups) if speedups else None,
+                    "time_per_round_s": timing.times_s,
+                    "speedup_per_round": speedups,
+                }
+            )
         return rows
 
 
@@ -241,16 +254,27 @@ def time_methods(
         method = compress_method(method, factor)
         batch = min(config.batch_size, math.ceil(num_images / method.outputs_per_trajectory()))
         targets = balanced_targets(batch, teacher.num_classes, seed)
-        request = InversionRequest(teacher=teacher, targets=targets, config=dataclasses.replace(timed_config, batch_size=batch),
-                                   seed=seed, device=device, progress=progress)  # fmt: skip
+        request = InversionRequest(
+            teacher=teacher,
+            targets=targets,
+            config=dataclasses.replace(timed_config, batch_size=batch),
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
         runs[label] = lambda method=method, request=request: method.invert(request)
         batches[label] = batch
     timed = interleaved(runs, rounds)
     timings = {
-        label: MethodTiming(label, methods[label].name, batches[label], sum(int(r.images.shape[0]) for r in results[0]),
-                            [results_round[0].stats.wall_time_s for results_round in results])
+        label: MethodTiming(
+            label,
+            methods[label].name,
+            batches[label],
+            sum(int(r.images.shape[0]) for r in results[0]),
+            [results_round[0].stats.wall_time_s for results_round in results],
+        )
         for label, results in timed.items()
-    }  # fmt: skip
+    }
     return TimingResult(timings, config.iterations, full, rounds, reference if reference in methods else None)
 
 
@@ -278,7 +302,9 @@ def run_benchmark(
     """
     config = InversionConfig(iterations=iterations, batch_size=batch_size)
     targets = torch.arange(batch_size) % teacher.num_classes
-    request = InversionRequest(teacher=teacher, targets=targets, config=config, seed=seed, device=device, progress=progress)
+    request = InversionRequest(
+        teacher=teacher, targets=targets, config=config, seed=seed, device=device, progress=progress
+    )
     runs = {
         "dense": lambda: invert(request, policy=NoStopping()),
         "smi": lambda: invert(request, policy=AttentionStopping(schedule)),

@@ -14,7 +14,8 @@ import hashlib
 import json
 import types
 import typing
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from smi.errors import SMIError
 
@@ -46,9 +47,7 @@ def from_dict(cls: type[T], values: Mapping[str, Any] | None, context: str) -> T
     missing = [
         name
         for name, f in fields.items()
-        if name not in values
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
     if missing:
         raise SMIError(f"missing required key(s) {missing} in {context}.")

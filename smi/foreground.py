@@ -46,6 +46,7 @@ def stop_by_attention(tsv: TokenSubsetViT, images: torch.Tensor, schedule: Stopp
     Returns:
         The kept grid positions (B, count) after each step (sorted row-major).
     """
+
     def scores(active: torch.Tensor) -> torch.Tensor:
         positions = mask_to_positions(active)
         attention = tsv.forward(images, positions, return_cls_attention=True).cls_attention
@@ -56,7 +57,9 @@ def stop_by_attention(tsv: TokenSubsetViT, images: torch.Tensor, schedule: Stopp
     return _apply(AttentionStopping(schedule), active, scores, torch.Generator())
 
 
-def stop_at_random(num_images: int, num_patches: int, schedule: StoppingSchedule, gen: torch.Generator) -> list[torch.Tensor]:
+def stop_at_random(
+    num_images: int, num_patches: int, schedule: StoppingSchedule, gen: torch.Generator
+) -> list[torch.Tensor]:
     """The same steps with uniformly random scores (:class:`RandomStopping`, the baseline)."""
     active = torch.ones(num_images, num_patches, dtype=torch.bool)
     return _apply(RandomStopping(schedule), active, lambda _active: None, gen)
@@ -82,9 +85,15 @@ def _precision_recall(positions: torch.Tensor, fg: torch.Tensor) -> tuple[torch.
 
 @torch.no_grad()
 def foreground_precision(
-    teacher: Teacher, dataset: Dataset, schedule: StoppingSchedule, num_images: int | None = None,
-    batch_size: int = 128, device: torch.device | str = "cpu", seed: int = 0, progress: bool = True,
-) -> dict[str, Any]:  # fmt: skip
+    teacher: Teacher,
+    dataset: Dataset,
+    schedule: StoppingSchedule,
+    num_images: int | None = None,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Precision and recall of the kept patches against the foreground masks.
 
     Args:
@@ -135,9 +144,19 @@ def foreground_precision(
     bar.close()
     nr = sums["nr"].clamp(min=1)
     steps = [
-        {"kept_patches": counts[i + 1], "precision": float(sums["p"][i] / total), "recall": float(sums["r"][i] / nr[i]),
-         "random_precision": float(sums["rp"][i] / total), "random_recall": float(sums["rr"][i] / nr[i])}
+        {
+            "kept_patches": counts[i + 1],
+            "precision": float(sums["p"][i] / total),
+            "recall": float(sums["r"][i] / nr[i]),
+            "random_precision": float(sums["rp"][i] / total),
+            "random_recall": float(sums["rr"][i] / nr[i]),
+        }
         for i in range(len(counts) - 1)
-    ]  # fmt: skip
-    return {**steps[-1], "fg_fraction": fg_sum / total, "num_patches": tsv.num_patches, "num_images": total,
-            "steps": steps}  # fmt: skip
+    ]
+    return {
+        **steps[-1],
+        "fg_fraction": fg_sum / total,
+        "num_patches": tsv.num_patches,
+        "num_images": total,
+        "steps": steps,
+    }

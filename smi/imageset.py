@@ -83,7 +83,7 @@ class ImageSet:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "ImageSet":
+    def load(cls, path: str | os.PathLike[str]) -> ImageSet:
         """Read a set written by :meth:`save` (or by an external baseline in this format)."""
         path = Path(path)
         if not path.is_file():
@@ -157,8 +157,9 @@ def teacher_fingerprint(model: torch.nn.Module, model_name: str, model_kwargs: d
     return digest.hexdigest()
 
 
-def check_teacher_identity(image_set: ImageSet, teacher: Any, set_path: str | os.PathLike[str],
-                           teacher_name: str, allow_foreign: bool) -> str:
+def check_teacher_identity(
+    image_set: ImageSet, teacher: Any, set_path: str | os.PathLike[str], teacher_name: str, allow_foreign: bool
+) -> str:
     """Refuse an image set made from another teacher than ``teacher``.
 
     Shapes alone cannot tell two teachers apart (a digits and a shapes teacher of one size

@@ -19,8 +19,9 @@ The teacher is run unquantized on dense images; the hooks only read activations.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -106,7 +107,7 @@ class LinearActivationRanges:
         self._running = {(name, pos): _Running() for name, _ in self._linears for pos in POSITIONS}
         self._handles: list[Any] = []
 
-    def __enter__(self) -> "LinearActivationRanges":
+    def __enter__(self) -> LinearActivationRanges:
         for name, module in self._linears:
             self._handles.append(module.register_forward_hook(self._hook(name)))
         return self
@@ -130,8 +131,14 @@ class LinearActivationRanges:
             if running.low is None:
                 raise SMIError(f"no activation reached {name}; run at least one forward inside the context.")
             ranges = running.ranges()
-            out.append({"layer": name, "position": pos, "outlier_ratio": outlier_ratio(ranges),
-                        "channels": int(ranges.numel())})  # fmt: skip
+            out.append(
+                {
+                    "layer": name,
+                    "position": pos,
+                    "outlier_ratio": outlier_ratio(ranges),
+                    "channels": int(ranges.numel()),
+                }
+            )
         return out
 
 
@@ -144,7 +151,9 @@ def summarise(ratios: Iterable[float]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def measure_outliers(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device | str) -> dict[str, Any]:
+def measure_outliers(
+    model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device | str
+) -> dict[str, Any]:
     """Outlier ratios of ``model``'s block linears on normalised dense ``images``.
 
     Returns:

@@ -69,9 +69,12 @@ def kept_precision(kept: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def inverted_precision(
-    teacher: Teacher, image_set: ImageSet, schedule: StoppingSchedule, batch_size: int = 64,
+    teacher: Teacher,
+    image_set: ImageSet,
+    schedule: StoppingSchedule,
+    batch_size: int = 64,
     device: torch.device | str = "cpu",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Precision of the kept patches of an image set against its saliency region.
 
     Args:
@@ -108,18 +111,24 @@ def inverted_precision(
         kept_sizes.append(sizes.float().cpu())
     p = torch.cat(precisions).double()
     return {
-        "precision": float(p.mean()), "precision_std": float(p.std()) if p.numel() > 1 else float("nan"),
+        "precision": float(p.mean()),
+        "precision_std": float(p.std()) if p.numel() > 1 else float("nan"),
         "chance_precision": float(torch.cat(chance).double().mean()),
         "kept_patches": float(torch.cat(kept_sizes).double().mean()),
-        "stopped_after_inversion": posthoc, "num_images": int(p.numel()),
-    }  # fmt: skip
+        "stopped_after_inversion": posthoc,
+        "num_images": int(p.numel()),
+    }
 
 
 @torch.no_grad()
 def proxy_agreement(
-    teacher: Teacher, images: torch.Tensor, labels: torch.Tensor, foreground: torch.Tensor, batch_size: int = 64,
+    teacher: Teacher,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    foreground: torch.Tensor,
+    batch_size: int = 64,
     device: torch.device | str = "cpu",
-) -> float:  # fmt: skip
+) -> float:
     """How well the saliency region finds the object where the truth is known (real images).
 
     Args:
@@ -137,7 +146,9 @@ def proxy_agreement(
     for start in range(0, images.shape[0], batch_size):
         fg = foreground[start : start + batch_size].to(device)
         sizes = fg.sum(dim=1)
-        saliency = patch_saliency(tsv, images[start : start + batch_size].to(device), labels[start : start + batch_size])
+        saliency = patch_saliency(
+            tsv, images[start : start + batch_size].to(device), labels[start : start + batch_size]
+        )
         region = top_region(saliency, sizes)
         valid = sizes > 0
         shares.append(((region & fg).sum(dim=1).float()[valid] / sizes[valid].float()).cpu())

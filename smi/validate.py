@@ -31,8 +31,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NoReturn
+from typing import Any, NoReturn
 
 from smi.errors import SMIError
 
@@ -83,11 +84,15 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         what = exc.problem or exc.context or "syntax error"
-        raise SMIError(f"{path}, {where}: YAML syntax error: {what}; check the indentation and brackets there.") from None
+        raise SMIError(
+            f"{path}, {where}: YAML syntax error: {what}; check the indentation and brackets there."
+        ) from None
     except yaml.YAMLError as exc:
         raise SMIError(f"{path}: YAML syntax error: {exc}.") from None
     if not isinstance(data, dict):
-        raise SMIError(f"{path} must hold a mapping of config keys (run, datasets, teachers, ...), got {type(data).__name__}.")
+        raise SMIError(
+            f"{path} must hold a mapping of config keys (run, datasets, teachers, ...), got {type(data).__name__}."
+        )
     return data
 
 
@@ -108,7 +113,9 @@ def check_schema(config: Mapping[str, Any], schema_path: str | os.PathLike[str])
     errors = list(validator.iter_errors(dict(config)))
     if not errors:
         return
-    error = min(errors, key=lambda e: (e.validator != "additionalProperties", -len(e.absolute_path), str(e.absolute_path)))
+    error = min(
+        errors, key=lambda e: (e.validator != "additionalProperties", -len(e.absolute_path), str(e.absolute_path))
+    )
     raise SMIError(_schema_message(error))
 
 
@@ -194,16 +201,21 @@ def check_device(device: str, check_cuda: bool) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise SMIError(f"device: {device!r} but CUDA is not available on this machine; set device: cpu "
-                       "(or submit the jobs to GPU nodes with a cluster profile).")  # fmt: skip
+        raise SMIError(
+            f"device: {device!r} but CUDA is not available on this machine; set device: cpu "
+            "(or submit the jobs to GPU nodes with a cluster profile)."
+        )
     index = int(device.split(":")[1]) if ":" in device else 0
     if index >= torch.cuda.device_count():
-        raise SMIError(f"device: {device!r} but this machine has {torch.cuda.device_count()} GPU(s); use cuda or cuda:0.")
+        raise SMIError(
+            f"device: {device!r} but this machine has {torch.cuda.device_count()} GPU(s); use cuda or cuda:0."
+        )
 
 
 # ------------------------------------------------------------------------------ the whole config
-def check_workflow_config(config: Mapping[str, Any], base_dir: str | os.PathLike[str], check_cuda: bool,
-                          check_machine: bool = True) -> None:
+def check_workflow_config(
+    config: Mapping[str, Any], base_dir: str | os.PathLike[str], check_cuda: bool, check_machine: bool = True
+) -> None:
     """Run every check of the module doc on a schema-valid config (defaults filled in).
 
     Args:
@@ -232,8 +244,10 @@ def check_workflow_config(config: Mapping[str, Any], base_dir: str | os.PathLike
             images = exp.get("num_images") or config["inversion"]["num_images"]
             calib = config["quantization"]["calib_size"]
             if calib > images:
-                raise SMIError(f"quantization.calib_size: {calib} calibration images but experiments[{exp_index}] makes "
-                               f"only {images} per method; lower calib_size or raise num_images.")  # fmt: skip
+                raise SMIError(
+                    f"quantization.calib_size: {calib} calibration images but experiments[{exp_index}] makes "
+                    f"only {images} per method; lower calib_size or raise num_images."
+                )
     _check_quantization(config["quantization"])
     for label, entry in config.get("external_methods", {}).items():
         _check_external(label, entry["command"], base_dir)
@@ -242,8 +256,9 @@ def check_workflow_config(config: Mapping[str, Any], base_dir: str | os.PathLike
         if exp["teacher"] in teachers_seen:
             continue
         teachers_seen.add(exp["teacher"])
-        teacher_kwargs = _check_teacher(exp["teacher"], config["teachers"][exp["teacher"]], exp.get("teacher_recipe"),
-                                        check_machine)  # fmt: skip
+        teacher_kwargs = _check_teacher(
+            exp["teacher"], config["teachers"][exp["teacher"]], exp.get("teacher_recipe"), check_machine
+        )
         if exp["distill"] if "distill" in exp else exp["methods"]:
             _check_distillation(config["distillation"], teacher_kwargs, check_machine)
 
@@ -255,12 +270,16 @@ def _check_references(config: Mapping[str, Any]) -> None:
         key = f"experiments[{index}]"
         for section, value in (("datasets", exp["dataset"]), ("teachers", exp["teacher"])):
             if value not in config[section]:
-                raise SMIError(f"{key}: unknown {section[:-1]} id {value!r}; define it under '{section}' "
-                               f"({', '.join(sorted(config[section]))}).")  # fmt: skip
+                raise SMIError(
+                    f"{key}: unknown {section[:-1]} id {value!r}; define it under '{section}' "
+                    f"({', '.join(sorted(config[section]))})."
+                )
         for label in exp["methods"] + exp.get("distill", []):
             if label not in labels:
-                raise SMIError(f"{key}: unknown method label {label!r}; define it under 'methods' or "
-                               f"'external_methods' ({', '.join(sorted(labels))}).")  # fmt: skip
+                raise SMIError(
+                    f"{key}: unknown method label {label!r}; define it under 'methods' or "
+                    f"'external_methods' ({', '.join(sorted(labels))})."
+                )
 
 
 def _at(key: str, exc: SMIError) -> SMIError:
@@ -279,26 +298,35 @@ def _check_dataset(dataset_id: str, entry: Mapping[str, Any], check_machine: boo
 
     key = f"datasets.{dataset_id}"
     try:
-        spec = DatasetSpec.from_config({"name": entry["name"], "root": entry.get("root"), "options": entry.get("options", {})})
+        spec = DatasetSpec.from_config(
+            {"name": entry["name"], "root": entry.get("root"), "options": entry.get("options", {})}
+        )
         if not dataset_entry(spec.name).needs_root or not check_machine:
             return
         root = Path(resolve_root(spec))
     except SMIError as exc:
         raise _at(key, exc) from None
     if not root.is_dir():
-        raise SMIError(f"{key}.root: folder {root} does not exist (or is not a folder); give the folder of "
-                       f"dataset '{spec.name}'.")  # fmt: skip
+        raise SMIError(
+            f"{key}.root: folder {root} does not exist (or is not a folder); give the folder of dataset '{spec.name}'."
+        )
     for alternatives in FOLDER_LAYOUT.get(spec.name, ()):
         if not any((root / name).is_dir() if name.endswith("/") else (root / name).is_file() for name in alternatives):
-            raise SMIError(f"{key}.root: {root} lacks {' or '.join(alternatives)}; dataset '{spec.name}' needs "
-                           f"{', '.join(' or '.join(a) for a in FOLDER_LAYOUT[spec.name])} under its root.")  # fmt: skip
+            raise SMIError(
+                f"{key}.root: {root} lacks {' or '.join(alternatives)}; dataset '{spec.name}' needs "
+                f"{', '.join(' or '.join(a) for a in FOLDER_LAYOUT[spec.name])} under its root."
+            )
 
 
 def _check_inversion(section: Mapping[str, Any]) -> Any:
     from smi.config import from_dict
     from smi.inversion import InversionConfig
 
-    values = {**dict(section.get("options", {})), "batch_size": section["batch_size"], "iterations": section["iterations"]}
+    values = {
+        **dict(section.get("options", {})),
+        "batch_size": section["batch_size"],
+        "iterations": section["iterations"],
+    }
     try:
         return from_dict(InversionConfig, values, "the inversion config")
     except SMIError as exc:
@@ -322,8 +350,10 @@ def _check_method(label: str, entry: Mapping[str, Any], iterations: int) -> None
             raise _at(f"{key}.params.iterations", exc) from None
     division = getattr(method.params, "division", None)
     if isinstance(division, int) and division > iterations:
-        raise SMIError(f"{key}.params.division: {division} images per trajectory need at least {division} iterations, "
-                       f"but inversion.iterations is {iterations}.")  # fmt: skip
+        raise SMIError(
+            f"{key}.params.division: {division} images per trajectory need at least {division} iterations, "
+            f"but inversion.iterations is {iterations}."
+        )
 
 
 def _check_quantization(section: Mapping[str, Any]) -> None:
@@ -333,9 +363,14 @@ def _check_quantization(section: Mapping[str, Any]) -> None:
     estimators = section["range_estimator"]
     for estimator in [estimators] if isinstance(estimators, str) else estimators:
         for w_bits, a_bits in section["bits"]:
-            values = {**dict(section.get("options", {})), "w_bits": w_bits, "a_bits": a_bits,
-                      "range_estimator": estimator, "calib_size": section["calib_size"],
-                      "protocol": section.get("protocol", "suite")}  # fmt: skip
+            values = {
+                **dict(section.get("options", {})),
+                "w_bits": w_bits,
+                "a_bits": a_bits,
+                "range_estimator": estimator,
+                "calib_size": section["calib_size"],
+                "protocol": section.get("protocol", "suite"),
+            }
             try:
                 from_dict(QuantConfig, values, "the quantization config")
             except SMIError as exc:
@@ -352,8 +387,9 @@ def _check_external(label: str, command: str, base_dir: str | os.PathLike[str]) 
         raise _at(f"external_methods.{label}.command", exc) from None
 
 
-def _check_teacher(teacher_id: str, entry: Mapping[str, Any], recipe_override: Mapping[str, Any] | None,
-                   check_machine: bool) -> dict[str, Any]:
+def _check_teacher(
+    teacher_id: str, entry: Mapping[str, Any], recipe_override: Mapping[str, Any] | None, check_machine: bool
+) -> dict[str, Any]:
     """Check a teacher spec; returns the ``img_size``/``patch_size`` a student inherits."""
     from smi.teachers import TeacherSpec
 
@@ -394,7 +430,9 @@ def _check_distillation(section: Mapping[str, Any], teacher_kwargs: Mapping[str,
         except SMIError as exc:
             raise _at(key, exc) from None
         if check_machine and spec.checkpoint and not Path(os.path.expanduser(spec.checkpoint)).is_file():
-            raise SMIError(f"{key}.checkpoint: file {spec.checkpoint} does not exist; give the path of the weights file.")
+            raise SMIError(
+                f"{key}.checkpoint: file {spec.checkpoint} does not exist; give the path of the weights file."
+            )
 
 
 def _build(name: str, kwargs: Mapping[str, Any]) -> Any:
@@ -409,5 +447,6 @@ def _build(name: str, kwargs: Mapping[str, Any]) -> Any:
     except SMIError:
         raise
     except Exception as exc:  # timm asserts on inconsistent sizes (e.g. embed_dim vs num_heads)
-        raise SMIError(f"timm cannot build '{name}' with model_kwargs {dict(kwargs)}: {type(exc).__name__}: "
-                       f"{str(exc)[:160]}.") from None  # fmt: skip
+        raise SMIError(
+            f"timm cannot build '{name}' with model_kwargs {dict(kwargs)}: {type(exc).__name__}: {str(exc)[:160]}."
+        ) from None

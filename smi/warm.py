@@ -19,7 +19,8 @@ multiprocessing's ``forkserver`` and torch's fork-based data-loader workers do:
 - A server is keyed by the interpreter, the environment variables libraries read at import
   (:data:`IMPORT_TIME_ENV_PREFIXES`: ``PYTHONPATH``, hub caches, offline modes, thread
   settings) and the size and modification time of every source file of the suite, so a change
-  to the code or to such a setting starts a new server instead of running stale code. A server exits after :data:`IDLE_EXIT_S` seconds without a command.
+  to the code or to such a setting starts a new server instead of running stale code. A server
+  exits after :data:`IDLE_EXIT_S` seconds without a command.
 - SIGINT, SIGTERM and SIGHUP sent to the client are forwarded to the child, and a child whose
   client has gone (killed) stops. Should the server fail to start, the client runs the command
   in its own process: warm start only ever saves time.
@@ -43,8 +44,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 #: Modules the server imports once, before it forks: the expensive part of every command.
 PRELOAD: tuple[str, ...] = (
@@ -67,9 +68,22 @@ SOURCE_PACKAGES: tuple[str, ...] = ("smi", "baselines")
 #: Environment variables that libraries may read once, at import (hub caches, offline modes,
 #: thread and device settings): a server serves only clients that agree on all of them.
 IMPORT_TIME_ENV_PREFIXES: tuple[str, ...] = (
-    "PYTHON", "HF_", "HUGGINGFACE", "TORCH", "PYTORCH", "TIMM", "CUDA", "NVIDIA", "OMP_", "MKL", "KMP_",
-    "OPENBLAS", "SMI_", "XDG_CACHE_HOME", "HOME",
-)  # fmt: skip
+    "PYTHON",
+    "HF_",
+    "HUGGINGFACE",
+    "TORCH",
+    "PYTORCH",
+    "TIMM",
+    "CUDA",
+    "NVIDIA",
+    "OMP_",
+    "MKL",
+    "KMP_",
+    "OPENBLAS",
+    "SMI_",
+    "XDG_CACHE_HOME",
+    "HOME",
+)
 #: Signals the client forwards to the command.
 FORWARDED_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _LENGTH = struct.Struct("!I")
@@ -162,7 +176,7 @@ def serve(path: Path) -> None:
         while True:
             try:
                 conn, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 break
             if os.fork() == 0:
                 listener.close()
@@ -280,7 +294,13 @@ def run_warm(argv: Sequence[str]) -> int | None:
         return None
     with conn:
         fds = [fd for fd in (0, 1, 2) if _is_open(fd)]
-        request = {"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "umask": _current_umask(), "fds": fds}
+        request = {
+            "argv": list(argv),
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "umask": _current_umask(),
+            "fds": fds,
+        }
         _send_message(conn, request, fds=fds)
         try:
             (child,) = _STATUS.unpack(_recv_exact(conn, _STATUS.size))

@@ -36,7 +36,9 @@ def _dump(path: Path, obj: dict) -> None:
         pickle.dump(obj, f, protocol=2)
 
 
-def write_cifar(root: Path, name: str = "cifar10", train_per_class: int = 2, test_per_class: int = 1, seed: int = 0) -> Path:
+def write_cifar(
+    root: Path, name: str = "cifar10", train_per_class: int = 2, test_per_class: int = 1, seed: int = 0
+) -> Path:
     """Write a tiny CIFAR folder under ``root``; returns ``root`` (the dataset spec's root).
 
     Args:
@@ -54,19 +56,48 @@ def write_cifar(root: Path, name: str = "cifar10", train_per_class: int = 2, tes
     test = np.repeat(np.arange(num_classes), test_per_class)
     if name == "cifar10":
         for i, part in enumerate(np.array_split(train, TRAIN_BATCHES), start=1):
-            _dump(base / f"data_batch_{i}", {"batch_label": f"training batch {i} of 5", "labels": part.tolist(),
-                                             "data": class_images(part, num_classes, rng),
-                                             "filenames": [f"train_{i}_{j}.png" for j in range(len(part))]})  # fmt: skip
-        _dump(base / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": test.tolist(),
-                                    "data": class_images(test, num_classes, rng),
-                                    "filenames": [f"test_{j}.png" for j in range(len(test))]})  # fmt: skip
-        _dump(base / "batches.meta", {"label_names": [f"class{c}" for c in range(num_classes)],
-                                      "num_cases_per_batch": len(train) // TRAIN_BATCHES, "num_vis": SIDE * SIDE * 3})  # fmt: skip
+            _dump(
+                base / f"data_batch_{i}",
+                {
+                    "batch_label": f"training batch {i} of 5",
+                    "labels": part.tolist(),
+                    "data": class_images(part, num_classes, rng),
+                    "filenames": [f"train_{i}_{j}.png" for j in range(len(part))],
+                },
+            )
+        _dump(
+            base / "test_batch",
+            {
+                "batch_label": "testing batch 1 of 1",
+                "labels": test.tolist(),
+                "data": class_images(test, num_classes, rng),
+                "filenames": [f"test_{j}.png" for j in range(len(test))],
+            },
+        )
+        _dump(
+            base / "batches.meta",
+            {
+                "label_names": [f"class{c}" for c in range(num_classes)],
+                "num_cases_per_batch": len(train) // TRAIN_BATCHES,
+                "num_vis": SIDE * SIDE * 3,
+            },
+        )
     else:
         for split, labels in (("train", train), ("test", test)):
-            _dump(base / split, {"fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(),
-                                 "data": class_images(labels, num_classes, rng),
-                                 "filenames": [f"{split}_{j}.png" for j in range(len(labels))]})  # fmt: skip
-        _dump(base / "meta", {"fine_label_names": [f"class{c}" for c in range(num_classes)],
-                              "coarse_label_names": [f"super{c}" for c in range(num_classes // 5)]})  # fmt: skip
+            _dump(
+                base / split,
+                {
+                    "fine_labels": labels.tolist(),
+                    "coarse_labels": (labels // 5).tolist(),
+                    "data": class_images(labels, num_classes, rng),
+                    "filenames": [f"{split}_{j}.png" for j in range(len(labels))],
+                },
+            )
+        _dump(
+            base / "meta",
+            {
+                "fine_label_names": [f"class{c}" for c in range(num_classes)],
+                "coarse_label_names": [f"super{c}" for c in range(num_classes // 5)],
+            },
+        )
     return Path(root)

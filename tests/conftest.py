@@ -35,10 +35,25 @@ def ci_local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     workdir = tmp_path_factory.mktemp("ci-local")
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--cores", "2", "--configfile", str(REPO / "config" / "ci.yaml"), "--config", "run=ci"],
-        capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--cores",
+            "2",
+            "--configfile",
+            str(REPO / "config" / "ci.yaml"),
+            "--config",
+            "run=ci",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"CI workflow failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return workdir

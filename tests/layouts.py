@@ -14,8 +14,8 @@ Two kinds of builders:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -35,7 +35,9 @@ def jpeg(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> None:
 
 
 # ---------------------------------------------------------------- small layouts for the dataset tests
-def make_classfolders(root: Path, classes: list[str], splits_: tuple[str, ...] = ("train", "val"), per: int = 2) -> Path:
+def make_classfolders(
+    root: Path, classes: list[str], splits_: tuple[str, ...] = ("train", "val"), per: int = 2
+) -> Path:
     """``<split>/<class>/img_<i>.JPEG`` folders (ImageNet and ImageFolder layouts)."""
     for s, split in enumerate(splits_):
         for c, name in enumerate(classes):
@@ -50,15 +52,22 @@ def make_flowers(root: Path, num_images: int = 9, classes: int = 3) -> Path:
         jpeg(root / "jpg" / f"image_{i:05d}.jpg", seed=i)
     labels = np.array([[1 + (i % classes) for i in range(num_images)]])
     savemat(root / "imagelabels.mat", {"labels": labels})
-    savemat(root / "setid.mat", {"trnid": np.array([[1, 2, 3]]), "valid": np.array([[4]]),
-                                 "tstid": np.array([[5, 6, 7, 8, 9]])})  # fmt: skip
+    savemat(
+        root / "setid.mat",
+        {"trnid": np.array([[1, 2, 3]]), "valid": np.array([[4]]), "tstid": np.array([[5, 6, 7, 8, 9]])},
+    )
     return root
 
 
 def make_cub(root: Path) -> Path:
     """CUB-200-2011 layout with two classes and five images."""
-    rows = [(1, "001.Albatross/a.jpg", 1, 1), (2, "001.Albatross/b.jpg", 1, 0),
-            (3, "002.Auklet/c.jpg", 2, 1), (4, "002.Auklet/d.jpg", 2, 0), (5, "002.Auklet/e.jpg", 2, 0)]  # fmt: skip
+    rows = [
+        (1, "001.Albatross/a.jpg", 1, 1),
+        (2, "001.Albatross/b.jpg", 1, 0),
+        (3, "002.Auklet/c.jpg", 2, 1),
+        (4, "002.Auklet/d.jpg", 2, 0),
+        (5, "002.Auklet/e.jpg", 2, 0),
+    ]
     _write_cub(root, rows)
     return root
 
@@ -97,8 +106,14 @@ def build_flowers102(root: Path, train_classes: Sequence[int], test_classes: Seq
     # Flowers-102 splits its training images into trnid and valid; both belong to the train split.
     half = max(1, len(ids["train"]) // 2)
     savemat(root / "imagelabels.mat", {"labels": labels})
-    savemat(root / "setid.mat", {"trnid": np.array([ids["train"][:half]]), "valid": np.array([ids["train"][half:]]),
-                                 "tstid": np.array([ids["test"]])})  # fmt: skip
+    savemat(
+        root / "setid.mat",
+        {
+            "trnid": np.array([ids["train"][:half]]),
+            "valid": np.array([ids["train"][half:]]),
+            "tstid": np.array([ids["test"]]),
+        },
+    )
     return root
 
 
@@ -106,8 +121,10 @@ def build_cub200(root: Path, train_classes: Sequence[int], test_classes: Sequenc
     """``images/``, ``images.txt``, ``image_class_labels.txt``, ``train_test_split.txt`` (and
     ``classes.txt``) declaring all 200 classes; the last class always gets a test image."""
     rows = _rows(train_classes, _with_last(test_classes, CLASS_COUNTS["cub200"]), per_class)
-    table = [(n, f"{c + 1:03d}.Class_{c + 1}/img_{n}.jpg", c + 1, int(split == "train"))
-             for n, (split, c, _) in enumerate(rows, start=1)]  # fmt: skip
+    table = [
+        (n, f"{c + 1:03d}.Class_{c + 1}/img_{n}.jpg", c + 1, int(split == "train"))
+        for n, (split, c, _) in enumerate(rows, start=1)
+    ]
     _write_cub(root, table)
     count = CLASS_COUNTS["cub200"]
     (root / "classes.txt").write_text("".join(f"{c} {c:03d}.Class_{c}\n" for c in range(1, count + 1)))
@@ -117,7 +134,9 @@ def build_cub200(root: Path, train_classes: Sequence[int], test_classes: Sequenc
 def build_cifar(name: str) -> Callable[..., Path]:
     """A builder of torchvision's CIFAR layout (every class gets images: the files hold all of them)."""
 
-    def build(root: Path, train_classes: Sequence[int] = (), test_classes: Sequence[int] = (), per_class: int = 1) -> Path:
+    def build(
+        root: Path, train_classes: Sequence[int] = (), test_classes: Sequence[int] = (), per_class: int = 1
+    ) -> Path:
         return write_cifar(root, name, train_per_class=per_class, test_per_class=per_class)
 
     return build
@@ -145,8 +164,12 @@ def _with_last(classes: Sequence[int], count: int) -> list[int]:
 
 def _rows(train: Sequence[int], test: Sequence[int], per_class: int) -> list[tuple[str, int, int]]:
     """(split, class, index) per image, train images first."""
-    return [(split, c, i) for split, classes in (("train", sorted(set(train))), ("test", test))
-            for c in classes for i in range(per_class)]  # fmt: skip
+    return [
+        (split, c, i)
+        for split, classes in (("train", sorted(set(train))), ("test", test))
+        for c in classes
+        for i in range(per_class)
+    ]
 
 
 def _write_cub(root: Path, rows: list[tuple[int, str, int, int]]) -> None:

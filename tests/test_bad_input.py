@@ -13,9 +13,10 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -45,9 +46,28 @@ def files(tmp_path_factory) -> dict[str, Path]:
         other.model.head.weight.add_(0.01)  # same shape and classes, other weights
     save_teacher(other, root / "other.pt", {"source": "test"})
     image_set = root / "set.pt"
-    code = main(["invert", "--teacher", str(teacher), "--teacher-id", "first", "--method", "dense", "--num-images", "4",
-                 "--batch-size", "4", "--iterations", "2", "--out", str(image_set), "--metrics", str(root / "set.json"),
-                 "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "invert",
+            "--teacher",
+            str(teacher),
+            "--teacher-id",
+            "first",
+            "--method",
+            "dense",
+            "--num-images",
+            "4",
+            "--batch-size",
+            "4",
+            "--iterations",
+            "2",
+            "--out",
+            str(image_set),
+            "--metrics",
+            str(root / "set.json"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     not_a_folder = root / "plain-file"
     not_a_folder.write_text("x")
@@ -66,28 +86,87 @@ def one_error_line(err: str) -> str:
 # ------------------------------------------------------------------------------------- CLI cases
 def invert(files: dict[str, Path], *extra: str, out: str = "x.pt") -> list[str]:
     root = files["root"] / "out"
-    return ["invert", "--teacher", str(files["teacher"]), "--method", "smi", "--num-images", "2", "--batch-size", "2",
-            "--iterations", "4", "--schedule", "1", "2", "--out", str(root / out), "--metrics", str(root / "x.json"),
-            "--no-progress", *extra]  # fmt: skip
+    return [
+        "invert",
+        "--teacher",
+        str(files["teacher"]),
+        "--method",
+        "smi",
+        "--num-images",
+        "2",
+        "--batch-size",
+        "2",
+        "--iterations",
+        "4",
+        "--schedule",
+        "1",
+        "2",
+        "--out",
+        str(root / out),
+        "--metrics",
+        str(root / "x.json"),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def quantize(files: dict[str, Path], *extra: str, teacher: str = "teacher") -> list[str]:
-    return ["quantize", "--teacher", str(files[teacher]), "--dataset-spec", '{"name": "digits"}', "--calib-set",
-            str(files["set"]), "--calib-size", "4", "--out", str(files["root"] / "out" / "q.json"), "--no-progress",
-            *extra]  # fmt: skip
+    return [
+        "quantize",
+        "--teacher",
+        str(files[teacher]),
+        "--dataset-spec",
+        '{"name": "digits"}',
+        "--calib-set",
+        str(files["set"]),
+        "--calib-size",
+        "4",
+        "--out",
+        str(files["root"] / "out" / "q.json"),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def distill(files: dict[str, Path], *extra: str, teacher: str = "teacher") -> list[str]:
     student = json.dumps({"model_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2}})
-    return ["distill", "--teacher", str(files[teacher]), "--dataset-spec", '{"name": "digits"}', "--image-set",
-            str(files["set"]), "--student-spec", student, "--recipe", '{"epochs": 1, "batch_size": 4}',
-            "--out", str(files["root"] / "out" / "kd.json"), "--no-progress", *extra]  # fmt: skip
+    return [
+        "distill",
+        "--teacher",
+        str(files[teacher]),
+        "--dataset-spec",
+        '{"name": "digits"}',
+        "--image-set",
+        str(files["set"]),
+        "--student-spec",
+        student,
+        "--recipe",
+        '{"epochs": 1, "batch_size": 4}',
+        "--out",
+        str(files["root"] / "out" / "kd.json"),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def external(files: dict[str, Path], command: str, *extra: str) -> list[str]:
     out = files["root"] / "out"
-    return ["run-external", "--name", "ext", "--command", command, "--teacher", str(files["teacher"]),
-            "--num-images", "2", "--out", str(out / "e.pt"), "--metrics", str(out / "e.json"), *extra]  # fmt: skip
+    return [
+        "run-external",
+        "--name",
+        "ext",
+        "--command",
+        command,
+        "--teacher",
+        str(files["teacher"]),
+        "--num-images",
+        "2",
+        "--out",
+        str(out / "e.pt"),
+        "--metrics",
+        str(out / "e.json"),
+        *extra,
+    ]
 
 
 def writes_foreign_set(files: dict[str, Path]) -> str:
@@ -106,74 +185,240 @@ def writes_foreign_set(files: dict[str, Path]) -> str:
 
 # (id, argv builder, expected text in the one error line)
 CLI_CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
-    ("num-images-zero", lambda f: invert(f, "--num-images", "0"), "argument --num-images: must be an integer >= 1, got 0"),
-    ("num-images-negative", lambda f: invert(f, "--num-images", "-3"), "argument --num-images: must be an integer >= 1, got -3"),
-    ("num-images-text", lambda f: invert(f, "--num-images", "many"), "argument --num-images: must be an integer, got 'many'"),
+    (
+        "num-images-zero",
+        lambda f: invert(f, "--num-images", "0"),
+        "argument --num-images: must be an integer >= 1, got 0",
+    ),
+    (
+        "num-images-negative",
+        lambda f: invert(f, "--num-images", "-3"),
+        "argument --num-images: must be an integer >= 1, got -3",
+    ),
+    (
+        "num-images-text",
+        lambda f: invert(f, "--num-images", "many"),
+        "argument --num-images: must be an integer, got 'many'",
+    ),
     ("threads-zero", lambda f: invert(f, "--threads", "0"), "argument --threads: must be an integer >= 1, got 0"),
     ("threads-negative", lambda f: invert(f, "--threads", "-4"), "argument --threads: must be an integer >= 1, got -4"),
     ("batch-size-zero", lambda f: invert(f, "--batch-size", "0"), "argument --batch-size: must be an integer >= 1"),
     ("iterations-zero", lambda f: invert(f, "--iterations", "0"), "argument --iterations: must be an integer >= 1"),
     ("seed-negative", lambda f: invert(f, "--seed", "-1"), "argument --seed: must be an integer >= 0, got -1"),
-    ("ratio-above-one", lambda f: invert(f, "--ratio", "1.5"), "argument --ratio: must be a number in (0.0, 1.0), got 1.5"),
+    (
+        "ratio-above-one",
+        lambda f: invert(f, "--ratio", "1.5"),
+        "argument --ratio: must be a number in (0.0, 1.0), got 1.5",
+    ),
     ("ratio-nan", lambda f: invert(f, "--ratio", "nan"), "argument --ratio: must be a finite number"),
-    ("schedule-fractional", lambda f: invert(f, "--schedule", "2.5", "3"), "argument --schedule: must be an integer, got '2.5'"),
-    ("schedule-beyond-iterations", lambda f: invert(f, "--iterations", "10", "--schedule", "50", "100"),
-     "stopping schedule steps [50, 100] are at or beyond the run's 10 iterations"),
-    ("schedule-at-iterations", lambda f: invert(f, "--iterations", "4", "--schedule", "2", "4"),
-     "stopping schedule steps [4] are at or beyond the run's 4 iterations"),
+    (
+        "schedule-fractional",
+        lambda f: invert(f, "--schedule", "2.5", "3"),
+        "argument --schedule: must be an integer, got '2.5'",
+    ),
+    (
+        "schedule-beyond-iterations",
+        lambda f: invert(f, "--iterations", "10", "--schedule", "50", "100"),
+        "stopping schedule steps [50, 100] are at or beyond the run's 10 iterations",
+    ),
+    (
+        "schedule-at-iterations",
+        lambda f: invert(f, "--iterations", "4", "--schedule", "2", "4"),
+        "stopping schedule steps [4] are at or beyond the run's 4 iterations",
+    ),
     ("schedule-backwards", lambda f: invert(f, "--schedule", "3", "1"), "must be non-negative and strictly increasing"),
-    ("method-params-list", lambda f: invert(f, "--method-params", "[1, 2]"), "argument --method-params: must be a JSON object"),
-    ("method-params-not-json", lambda f: invert(f, "--method-params", "{ratio: 0.3}"), "argument --method-params: not valid JSON"),
-    ("method-params-typo", lambda f: invert(f, "--method-params", '{"ratoi": 0.3}'), "unknown key(s) ['ratoi'] in parameters of method 'smi'"),
-    ("method-params-string-number", lambda f: invert(f, "--method-params", '{"ratio": "0.3"}'),
-     "key 'ratio' in parameters of method 'smi' must be a number or a list of numbers, got '0.3'"),
-    ("inversion-config-string", lambda f: invert(f, "--inversion-config", '{"lr": "fast"}'),
-     "key 'lr' in the inversion config must be a number, got 'fast'"),
+    (
+        "method-params-list",
+        lambda f: invert(f, "--method-params", "[1, 2]"),
+        "argument --method-params: must be a JSON object",
+    ),
+    (
+        "method-params-not-json",
+        lambda f: invert(f, "--method-params", "{ratio: 0.3}"),
+        "argument --method-params: not valid JSON",
+    ),
+    (
+        "method-params-typo",
+        lambda f: invert(f, "--method-params", '{"ratoi": 0.3}'),
+        "unknown key(s) ['ratoi'] in parameters of method 'smi'",
+    ),
+    (
+        "method-params-string-number",
+        lambda f: invert(f, "--method-params", '{"ratio": "0.3"}'),
+        "key 'ratio' in parameters of method 'smi' must be a number or a list of numbers, got '0.3'",
+    ),
+    (
+        "inversion-config-string",
+        lambda f: invert(f, "--inversion-config", '{"lr": "fast"}'),
+        "key 'lr' in the inversion config must be a number, got 'fast'",
+    ),
     ("unknown-method", lambda f: invert(f, "--method", "smj"), "unknown method 'smj'"),
     ("device-unknown", lambda f: invert(f, "--device", "gpu"), "unknown device 'gpu'; use cpu, cuda or cuda:N"),
     ("out-below-a-file", lambda f: invert(f, out="../plain-file/set.pt"), "is a file, not a folder"),
     ("out-is-a-folder", lambda f: invert(f, out=str(f["root"])), "is a folder; give a file path"),
-    ("bench-repeats-zero", lambda f: ["bench-inversion", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--repeats", "0"],
-     "argument --repeats: must be an integer >= 1, got 0"),
-    ("bench-schedule-beyond", lambda f: ["bench-inversion", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--batch-size", "1",
-                                          "--iterations", "10", "--schedule", "50", "100"],
-     "stopping schedule steps [50, 100] are at or beyond the run's 10 iterations"),
-    ("quantize-w-bits-one", lambda f: quantize(f, "--w-bits", "1"), "argument --w-bits: must be an integer in 2..16, got 1"),
-    ("quantize-a-bits-high", lambda f: quantize(f, "--a-bits", "33"), "argument --a-bits: must be an integer in 2..16, got 33"),
-    ("quantize-calib-size-zero", lambda f: quantize(f, "--calib-size", "0"), "argument --calib-size: must be an integer >= 1"),
+    (
+        "bench-repeats-zero",
+        lambda f: ["bench-inversion", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--repeats", "0"],
+        "argument --repeats: must be an integer >= 1, got 0",
+    ),
+    (
+        "bench-schedule-beyond",
+        lambda f: [
+            "bench-inversion",
+            "--model",
+            "vit_tiny_patch16_224",
+            "--img-size",
+            "32",
+            "--batch-size",
+            "1",
+            "--iterations",
+            "10",
+            "--schedule",
+            "50",
+            "100",
+        ],
+        "stopping schedule steps [50, 100] are at or beyond the run's 10 iterations",
+    ),
+    (
+        "quantize-w-bits-one",
+        lambda f: quantize(f, "--w-bits", "1"),
+        "argument --w-bits: must be an integer in 2..16, got 1",
+    ),
+    (
+        "quantize-a-bits-high",
+        lambda f: quantize(f, "--a-bits", "33"),
+        "argument --a-bits: must be an integer in 2..16, got 33",
+    ),
+    (
+        "quantize-calib-size-zero",
+        lambda f: quantize(f, "--calib-size", "0"),
+        "argument --calib-size: must be an integer >= 1",
+    ),
     ("quantize-bits-malformed", lambda f: quantize(f, "--bits", "4/x"), "--bits value '4/x' is not W/A"),
     ("quantize-foreign-set", lambda f: quantize(f, teacher="other"), "was made from teacher 'first'"),
     ("distill-foreign-set", lambda f: distill(f, teacher="other"), "was made from teacher 'first'"),
-    ("distill-budget-negative", lambda f: distill(f, "--budget-gflops", "-1"), "argument --budget-gflops: must be a number > 0.0"),
-    ("distill-num-images-zero", lambda f: distill(f, "--num-images", "0"), "argument --num-images: must be an integer >= 1"),
+    (
+        "distill-budget-negative",
+        lambda f: distill(f, "--budget-gflops", "-1"),
+        "argument --budget-gflops: must be a number > 0.0",
+    ),
+    (
+        "distill-num-images-zero",
+        lambda f: distill(f, "--num-images", "0"),
+        "argument --num-images: must be an integer >= 1",
+    ),
     ("distill-recipe-list", lambda f: distill(f, "--recipe", "[]"), "argument --recipe: must be a JSON object"),
-    ("distill-recipe-string-number", lambda f: distill(f, "--recipe", '{"epochs": "2"}'),
-     "key 'epochs' in the distillation recipe must be an integer, got '2'"),
-    ("external-timeout-zero", lambda f: external(f, "true {out}", "--timeout", "0"), "argument --timeout: must be a number > 0.0"),
-    ("external-timeout-hit", lambda f: external(f, "sleep 30 # {out}", "--timeout", "1"),
-     "external method 'ext' did not finish within 1 s and was stopped; raise --timeout"),
-    ("external-foreign-set", lambda f: external(f, writes_foreign_set(f)), "written by the external command was made from teacher"),
-    ("compare-not-a-summary", lambda f: ["compare", str(f["root"] / "not-summary.csv"), str(f["root"] / "not-summary.csv")],
-     "is not a summary table of `smi aggregate`"),
+    (
+        "distill-recipe-string-number",
+        lambda f: distill(f, "--recipe", '{"epochs": "2"}'),
+        "key 'epochs' in the distillation recipe must be an integer, got '2'",
+    ),
+    (
+        "external-timeout-zero",
+        lambda f: external(f, "true {out}", "--timeout", "0"),
+        "argument --timeout: must be a number > 0.0",
+    ),
+    (
+        "external-timeout-hit",
+        lambda f: external(f, "sleep 30 # {out}", "--timeout", "1"),
+        "external method 'ext' did not finish within 1 s and was stopped; raise --timeout",
+    ),
+    (
+        "external-foreign-set",
+        lambda f: external(f, writes_foreign_set(f)),
+        "written by the external command was made from teacher",
+    ),
+    (
+        "compare-not-a-summary",
+        lambda f: ["compare", str(f["root"] / "not-summary.csv"), str(f["root"] / "not-summary.csv")],
+        "is not a summary table of `smi aggregate`",
+    ),
     ("compare-missing", lambda f: ["compare", str(f["root"] / "nope"), str(f["root"] / "nope")], "does not exist"),
-    ("compare-atol-negative", lambda f: ["compare", "a", "b", "--atol", "-1"], "argument --atol: must be a number >= 0.0"),
-    ("tables-fraction-zero", lambda f: ["tables", "--summary", "s.csv", "--out-dir", str(f["root"] / "out" / "t"),
-                                        "--target-fraction", "0"], "argument --target-fraction: must be a number in (0.0, 1.0]"),
-    ("figures-grid-classes-zero", lambda f: ["figures", "--summary", "s.csv", "--out-dir", str(f["root"] / "out" / "f"),
-                                             "--grid-classes", "0"], "argument --grid-classes: must be an integer >= 1"),
-    ("aggregate-out-dir-unwritable", lambda f: ["aggregate", "--root", str(f["root"]), "--out", str(f["file"] / "s.csv")],
-     "is a file, not a folder"),
-    ("foreground-ratio-zero", lambda f: ["foreground", "--teacher", str(f["teacher"]), "--ratio", "0", "--out",
-                                         str(f["root"] / "out" / "fg.json")], "argument --ratio: must be a number in (0.0, 1.0)"),
-    ("eval-teacher-batch-zero", lambda f: ["eval-teacher", "--teacher", str(f["teacher"]), "--batch-size", "0", "--out",
-                                           str(f["root"] / "out" / "ev.json")], "argument --batch-size: must be an integer >= 1"),
-    ("train-teacher-seed-negative", lambda f: ["train-teacher", "--teacher-spec", "{}", "--dataset-spec", "{}", "--seed", "-2",
-                                               "--out", "t.pt", "--metrics", "t.json"], "argument --seed: must be an integer >= 0"),
-    ("train-teacher-threads-zero", lambda f: ["train-teacher", "--teacher-spec", "{}", "--dataset-spec", "{}", "--threads", "0",
-                                              "--out", "t.pt", "--metrics", "t.json"], "argument --threads: must be an integer >= 1"),
+    (
+        "compare-atol-negative",
+        lambda f: ["compare", "a", "b", "--atol", "-1"],
+        "argument --atol: must be a number >= 0.0",
+    ),
+    (
+        "tables-fraction-zero",
+        lambda f: ["tables", "--summary", "s.csv", "--out-dir", str(f["root"] / "out" / "t"), "--target-fraction", "0"],
+        "argument --target-fraction: must be a number in (0.0, 1.0]",
+    ),
+    (
+        "figures-grid-classes-zero",
+        lambda f: ["figures", "--summary", "s.csv", "--out-dir", str(f["root"] / "out" / "f"), "--grid-classes", "0"],
+        "argument --grid-classes: must be an integer >= 1",
+    ),
+    (
+        "aggregate-out-dir-unwritable",
+        lambda f: ["aggregate", "--root", str(f["root"]), "--out", str(f["file"] / "s.csv")],
+        "is a file, not a folder",
+    ),
+    (
+        "foreground-ratio-zero",
+        lambda f: [
+            "foreground",
+            "--teacher",
+            str(f["teacher"]),
+            "--ratio",
+            "0",
+            "--out",
+            str(f["root"] / "out" / "fg.json"),
+        ],
+        "argument --ratio: must be a number in (0.0, 1.0)",
+    ),
+    (
+        "eval-teacher-batch-zero",
+        lambda f: [
+            "eval-teacher",
+            "--teacher",
+            str(f["teacher"]),
+            "--batch-size",
+            "0",
+            "--out",
+            str(f["root"] / "out" / "ev.json"),
+        ],
+        "argument --batch-size: must be an integer >= 1",
+    ),
+    (
+        "train-teacher-seed-negative",
+        lambda f: [
+            "train-teacher",
+            "--teacher-spec",
+            "{}",
+            "--dataset-spec",
+            "{}",
+            "--seed",
+            "-2",
+            "--out",
+            "t.pt",
+            "--metrics",
+            "t.json",
+        ],
+        "argument --seed: must be an integer >= 0",
+    ),
+    (
+        "train-teacher-threads-zero",
+        lambda f: [
+            "train-teacher",
+            "--teacher-spec",
+            "{}",
+            "--dataset-spec",
+            "{}",
+            "--threads",
+            "0",
+            "--out",
+            "t.pt",
+            "--metrics",
+            "t.json",
+        ],
+        "argument --threads: must be an integer >= 1",
+    ),
 ]
 if not CUDA:
-    CLI_CASES.append(("device-cuda-without-gpu", lambda f: invert(f, "--device", "cuda"), "CUDA is not available; use --device cpu"))
+    CLI_CASES.append(
+        ("device-cuda-without-gpu", lambda f: invert(f, "--device", "cuda"), "CUDA is not available; use --device cpu")
+    )
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
@@ -209,7 +454,9 @@ def test_foreign_set_is_refused_naming_both_teachers_and_allowed_on_request(file
     assert first.model.head.weight.shape == other.model.head.weight.shape  # same shape: only the identity tells
     image_set = ImageSet.load(files["set"])
     image_set.check_compatible(other.num_classes, other.input_size, (8, 8))  # the shape check alone accepts it
-    assert image_set.metadata["teacher"]["fingerprint"] == teacher_fingerprint(first.model, first.model_name, TINY_KWARGS)
+    assert image_set.metadata["teacher"]["fingerprint"] == teacher_fingerprint(
+        first.model, first.model_name, TINY_KWARGS
+    )
 
     assert main(quantize(files, "--teacher-id", "second", teacher="other")) == 2
     line = one_error_line(capsys.readouterr().err)
@@ -256,9 +503,28 @@ def test_cli_outputs_are_group_readable_under_umask_002(files) -> None:
     out = files["root"] / "umask"
     old = os.umask(0o002)
     try:
-        code = main(["invert", "--teacher", str(files["teacher"]), "--method", "dense", "--num-images", "2", "--batch-size", "2",
-                     "--iterations", "1", "--out", str(out / "s.pt"), "--metrics", str(out / "s.json"), "--grid",
-                     str(out / "s.png"), "--no-progress"])  # fmt: skip
+        code = main(
+            [
+                "invert",
+                "--teacher",
+                str(files["teacher"]),
+                "--method",
+                "dense",
+                "--num-images",
+                "2",
+                "--batch-size",
+                "2",
+                "--iterations",
+                "1",
+                "--out",
+                str(out / "s.pt"),
+                "--metrics",
+                str(out / "s.json"),
+                "--grid",
+                str(out / "s.png"),
+                "--no-progress",
+            ]
+        )
     finally:
         os.umask(old)
     assert code == 0
@@ -308,61 +574,134 @@ def _empty_folder(tmp: Path) -> str:
 # (id, edit of config/ci.yaml, expected text in the one error line)
 CONFIG_CASES: list[tuple[str, Callable[[dict[str, Any], Path], None], str]] = [
     ("top-level-typo", _rename_top, "experiment: unknown key(s); allowed keys here are datasets, device"),
-    ("nested-key-typo", _edits(("inversion/iteration", 10)), "inversion.iteration: unknown key(s); allowed keys here are batch_size"),
-    ("string-for-number", _edits(("inversion/iterations", "20")), "inversion.iterations: must be of type integer, got '20'"),
+    (
+        "nested-key-typo",
+        _edits(("inversion/iteration", 10)),
+        "inversion.iteration: unknown key(s); allowed keys here are batch_size",
+    ),
+    (
+        "string-for-number",
+        _edits(("inversion/iterations", "20")),
+        "inversion.iterations: must be of type integer, got '20'",
+    ),
     ("threads-zero", _edits(("threads", 0)), "threads: must be >= 1, got 0"),
     ("seed-negative", _edits(("experiments/0/seeds", [-1])), "experiments[0].seeds[0]: must be >= 0, got -1"),
     ("bits-too-low", _edits(("quantization/bits", [[1, 8]])), "quantization.bits[0][0]: must be >= 2, got 1"),
     ("bits-too-high", _edits(("quantization/bits", [[8, 33]])), "quantization.bits[0][1]: must be <= 16, got 33"),
     ("device-misspelled", _edits(("device", "gpu")), "device: 'gpu' does not match the allowed form"),
-    ("recipe-string", _edits(("distillation/recipe/epochs", "2")), "distillation.recipe.epochs: must be of type integer"),
+    (
+        "recipe-string",
+        _edits(("distillation/recipe/epochs", "2")),
+        "distillation.recipe.epochs: must be of type integer",
+    ),
     ("undefined-teacher-id", _edits(("experiments/0/teacher", "vit-s")), "teacher='vit-s'): unknown teacher id"),
-    ("method-param-typo", _edits(("methods/smi/params", {"iterations": [2, 4], "ratoi": 0.3})),
-     "methods.smi: unknown key(s) ['ratoi'] in parameters of method 'smi'"),
-    ("method-param-string", _edits(("methods/smi/params", {"iterations": [2, 4], "ratio": "0.3"})),
-     "methods.smi: key 'ratio' in parameters of method 'smi' must be a number"),
-    ("ratio-above-one", _edits(("methods/smi/params", {"iterations": [2, 4], "ratio": 1.5})),
-     "methods.smi: stopping ratios [1.5, 1.5] are outside (0, 1)"),
-    ("schedule-backwards", _edits(("methods/smi/params", {"iterations": [4, 2], "ratio": 0.3})),
-     "methods.smi: stopping schedule iterations [4, 2] must be non-negative and strictly increasing"),
-    ("schedule-fractional", _edits(("methods/smi/params", {"iterations": [2.5, 4], "ratio": 0.3})),
-     "methods.smi: key 'iterations' in parameters of method 'smi' must be a list of integers"),
-    ("schedule-beyond-iterations", _edits(("inversion/iterations", 6)),
-     "methods.smi.params.iterations: stopping schedule steps [6, 8] are at or beyond the run's 6 iterations"),
+    (
+        "method-param-typo",
+        _edits(("methods/smi/params", {"iterations": [2, 4], "ratoi": 0.3})),
+        "methods.smi: unknown key(s) ['ratoi'] in parameters of method 'smi'",
+    ),
+    (
+        "method-param-string",
+        _edits(("methods/smi/params", {"iterations": [2, 4], "ratio": "0.3"})),
+        "methods.smi: key 'ratio' in parameters of method 'smi' must be a number",
+    ),
+    (
+        "ratio-above-one",
+        _edits(("methods/smi/params", {"iterations": [2, 4], "ratio": 1.5})),
+        "methods.smi: stopping ratios [1.5, 1.5] are outside (0, 1)",
+    ),
+    (
+        "schedule-backwards",
+        _edits(("methods/smi/params", {"iterations": [4, 2], "ratio": 0.3})),
+        "methods.smi: stopping schedule iterations [4, 2] must be non-negative and strictly increasing",
+    ),
+    (
+        "schedule-fractional",
+        _edits(("methods/smi/params", {"iterations": [2.5, 4], "ratio": 0.3})),
+        "methods.smi: key 'iterations' in parameters of method 'smi' must be a list of integers",
+    ),
+    (
+        "schedule-beyond-iterations",
+        _edits(("inversion/iterations", 6)),
+        "methods.smi.params.iterations: stopping schedule steps [6, 8] are at or beyond the run's 6 iterations",
+    ),
     ("unknown-registered-method", _edits(("methods/smi", {"method": "smj"})), "methods.smi: unknown method 'smj'"),
-    ("pri-division-beyond-iterations", _edits(("methods/pri/params", {"division": 30})),
-     "methods.pri.params.division: 30 images per trajectory need at least 30 iterations"),
-    ("inversion-option-typo", _edits(("inversion/options", {"flipp": False})),
-     "inversion.options: unknown key(s) ['flipp'] in the inversion config"),
+    (
+        "pri-division-beyond-iterations",
+        _edits(("methods/pri/params", {"division": 30})),
+        "methods.pri.params.division: 30 images per trajectory need at least 30 iterations",
+    ),
+    (
+        "inversion-option-typo",
+        _edits(("inversion/options", {"flipp": False})),
+        "inversion.options: unknown key(s) ['flipp'] in the inversion config",
+    ),
     ("unknown-dataset-name", _edits(("datasets/digits/name", "digitz")), "datasets.digits: unknown dataset 'digitz'"),
-    ("dataset-option-typo", _edits(("datasets/digits/options", {"test_fractoin": 0.2})),
-     "datasets.digits: unknown key(s) ['test_fractoin'] in options of dataset 'digits'"),
+    (
+        "dataset-option-typo",
+        _edits(("datasets/digits/options", {"test_fractoin": 0.2})),
+        "datasets.digits: unknown key(s) ['test_fractoin'] in options of dataset 'digits'",
+    ),
     ("dataset-root-missing", _folder_dataset(lambda tmp: str(tmp / "no-such-folder")), "datasets.pics.root: folder"),
     ("dataset-root-wrong-layout", _folder_dataset(_empty_folder), "datasets.pics.root:"),
-    ("unknown-model", _edits(("teachers/vit-xs/model", "vit_tiny_patch17_224")),
-     "teachers.vit-xs.model: unknown timm model 'vit_tiny_patch17_224'"),
-    ("not-a-vit", _edits(("teachers/vit-xs/model", "resnet18"), ("teachers/vit-xs/model_kwargs", {})),
-     "teachers.vit-xs.model: model of type ResNet is not a timm VisionTransformer"),
-    ("img-size-not-multiple-of-patch", _edits(("teachers/vit-xs/model_kwargs/img_size", 18)),
-     "teachers.vit-xs.model: image size (18, 18) is not divisible by the patch size (4, 4)"),
-    ("teacher-recipe-typo", _edits(("teachers/vit-xs/recipe", {"epoch": 2})),
-     "teachers.vit-xs: unknown key(s) ['epoch'] in teacher recipe"),
-    ("checkpoint-missing", _edits(("teachers/vit-xs/source", "checkpoint"), ("teachers/vit-xs/recipe", None),
-                                  ("teachers/vit-xs/checkpoint", lambda tmp: str(tmp / "missing.pth"))),
-     "teachers.vit-xs.checkpoint: file"),
-    ("student-unknown-model", _edits(("distillation/students/vit-student/model", "vit_teeny")),
-     "distillation.students.vit-student: unknown timm model 'vit_teeny'"),
-    ("calib-size-above-images", _edits(("quantization/calib_size", 64)),
-     "quantization.calib_size: 64 calibration images but experiments[0] makes only 16 per method"),
-    ("external-placeholder-typo", _edits(("external_methods/toy-external/command", "{python} x.py --out {output}")),
-     "external_methods.toy-external.command: command template uses unknown placeholder(s) ['output']"),
+    (
+        "unknown-model",
+        _edits(("teachers/vit-xs/model", "vit_tiny_patch17_224")),
+        "teachers.vit-xs.model: unknown timm model 'vit_tiny_patch17_224'",
+    ),
+    (
+        "not-a-vit",
+        _edits(("teachers/vit-xs/model", "resnet18"), ("teachers/vit-xs/model_kwargs", {})),
+        "teachers.vit-xs.model: model of type ResNet is not a timm VisionTransformer",
+    ),
+    (
+        "img-size-not-multiple-of-patch",
+        _edits(("teachers/vit-xs/model_kwargs/img_size", 18)),
+        "teachers.vit-xs.model: image size (18, 18) is not divisible by the patch size (4, 4)",
+    ),
+    (
+        "teacher-recipe-typo",
+        _edits(("teachers/vit-xs/recipe", {"epoch": 2})),
+        "teachers.vit-xs: unknown key(s) ['epoch'] in teacher recipe",
+    ),
+    (
+        "checkpoint-missing",
+        _edits(
+            ("teachers/vit-xs/source", "checkpoint"),
+            ("teachers/vit-xs/recipe", None),
+            ("teachers/vit-xs/checkpoint", lambda tmp: str(tmp / "missing.pth")),
+        ),
+        "teachers.vit-xs.checkpoint: file",
+    ),
+    (
+        "student-unknown-model",
+        _edits(("distillation/students/vit-student/model", "vit_teeny")),
+        "distillation.students.vit-student: unknown timm model 'vit_teeny'",
+    ),
+    (
+        "calib-size-above-images",
+        _edits(("quantization/calib_size", 64)),
+        "quantization.calib_size: 64 calibration images but experiments[0] makes only 16 per method",
+    ),
+    (
+        "external-placeholder-typo",
+        _edits(("external_methods/toy-external/command", "{python} x.py --out {output}")),
+        "external_methods.toy-external.command: command template uses unknown placeholder(s) ['output']",
+    ),
 ]
 if not CUDA:
-    CONFIG_CASES.append(("device-cuda-without-gpu", _edits(("device", "cuda")),
-                         "device: 'cuda' but CUDA is not available on this machine"))
+    CONFIG_CASES.append(
+        (
+            "device-cuda-without-gpu",
+            _edits(("device", "cuda")),
+            "device: 'cuda' but CUDA is not available on this machine",
+        )
+    )
 
 
-def _dry_run(case: tuple[str, Callable[[dict[str, Any], Path], None], str], base: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+def _dry_run(
+    case: tuple[str, Callable[[dict[str, Any], Path], None], str], base: Path
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     name, edit, _ = case
     workdir = base / name
     workdir.mkdir()
@@ -373,10 +712,23 @@ def _dry_run(case: tuple[str, Callable[[dict[str, Any], Path], None], str], base
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop("SMI_SKIP_MACHINE_CHECKS", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(path)],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     return proc, workdir
 
 
@@ -439,14 +791,17 @@ def test_check_config_runs_the_workflow_checks(tmp_path, capsys) -> None:
     assert "methods.smi.params.iterations: stopping schedule steps [40]" in one_error_line(capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("argv,env,local", [
-    (["snakemake", "-n"], {}, True),
-    (["snakemake", "--executor", "slurm"], {}, False),
-    (["snakemake", "-e", "local"], {}, True),
-    (["snakemake", "--profile", str(REPO / "profiles" / "slurm")], {}, False),
-    (["snakemake"], {"SNAKEMAKE_PROFILE": str(REPO / "profiles" / "slurm")}, False),
-    (["snakemake", "--profile", str(REPO / "profiles" / "default")], {}, True),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv,env,local",
+    [
+        (["snakemake", "-n"], {}, True),
+        (["snakemake", "--executor", "slurm"], {}, False),
+        (["snakemake", "-e", "local"], {}, True),
+        (["snakemake", "--profile", str(REPO / "profiles" / "slurm")], {}, False),
+        (["snakemake"], {"SNAKEMAKE_PROFILE": str(REPO / "profiles" / "slurm")}, False),
+        (["snakemake", "--profile", str(REPO / "profiles" / "default")], {}, True),
+    ],
+)
 def test_cuda_is_checked_only_when_jobs_run_here(argv, env, local) -> None:
     from smi.validate import jobs_run_here
 

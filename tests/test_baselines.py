@@ -91,7 +91,7 @@ def test_pri_flops_are_the_sum_of_measured_per_count_flops(tiny_teacher) -> None
     for t, count in enumerate(stats.active_tokens):
         mask = torch.zeros(4, 64, dtype=torch.bool)
         mask[:, :count] = True
-        expected += count_flops(lambda: probe.image_loss(x, mask, PatchJitter(), t in decisions)[0])
+        expected += count_flops(lambda mask=mask, t=t: probe.image_loss(x, mask, PatchJitter(), t in decisions)[0])
     assert stats.flops_total == expected
     assert sorted(stats.flops_by_tokens) == [16, 32, 48, 64]
     dense = create_method("dense").invert(request(tiny_teacher, targets, cfg))[0].stats
@@ -111,7 +111,9 @@ def test_pri_bad_params_are_clear_errors(tiny_teacher) -> None:
     with pytest.raises(SMIError, match="division"):
         create_method("pri", {"division": 1})
     with pytest.raises(SMIError, match="exceeds"):
-        create_method("pri", {"division": 65}).invert(request(tiny_teacher, torch.arange(4), InversionConfig(iterations=100, **FAST)))
+        create_method("pri", {"division": 65}).invert(
+            request(tiny_teacher, torch.arange(4), InversionConfig(iterations=100, **FAST))
+        )
 
 
 # ---------------------------------------------------------------------------------------- PSAQ
@@ -175,7 +177,6 @@ def test_psaq_bad_params_are_clear_errors() -> None:
         create_method("psaq-smi", {"ratio": 1.5})
 
 
-
 # ---------------------------------------------------------------------------------------- PSAQ official
 def test_psaq_official_learning_rate_warms_up_then_follows_a_cosine() -> None:
     lr = psaq_official.stage_learning_rate
@@ -187,7 +188,12 @@ def test_psaq_official_learning_rate_warms_up_then_follows_a_cosine() -> None:
     assert lr(0.2, 100, 500, 499) == pytest.approx(0.1 * (1 + math.cos(math.pi * 399 / 400)))
     assert (psaq_official.LR, psaq_official.BETAS, psaq_official.EPS) == (0.2, (0.5, 0.9), 1e-8)
     assert (psaq_official.STAGES, psaq_official.STAGE_JITTER, psaq_official.WARMUP) == ((500, 500), (15, 30), 100)
-    assert (psaq_official.TV_WEIGHT, psaq_official.TV_BAND, psaq_official.BANDWIDTH, psaq_official.KDE_POINTS) == (0.05, (2500.0, 3000.0), 0.01, 10)
+    assert (psaq_official.TV_WEIGHT, psaq_official.TV_BAND, psaq_official.BANDWIDTH, psaq_official.KDE_POINTS) == (
+        0.05,
+        (2500.0, 3000.0),
+        0.01,
+        10,
+    )
 
 
 def test_psaq_official_entropy_equals_the_hand_computed_kde() -> None:
@@ -196,7 +202,10 @@ def test_psaq_official_entropy_equals_the_hand_computed_kde() -> None:
     expected = []
     for row in sims.tolist():
         xs = [lo + (hi - lo) * i / 9 for i in range(10)]
-        pdf = [sum(math.exp(-((x - s) ** 2) / (2 * 1e-4)) / math.sqrt(2 * math.pi * 1e-4) for s in row) / 3 + 1e-4 for x in xs]
+        pdf = [
+            sum(math.exp(-((x - s) ** 2) / (2 * 1e-4)) / math.sqrt(2 * math.pi * 1e-4) for s in row) / 3 + 1e-4
+            for x in xs
+        ]
         f = [-p * math.log(p) for p in pdf]
         expected.append(sum((f[i] + f[i + 1]) / 2 * (xs[i + 1] - xs[i]) for i in range(9)))
     got = psaq_official.official_kde_entropy(sims)
@@ -231,7 +240,10 @@ def test_psaq_official_loss_is_minus_entropy_plus_ce_plus_tv_band_distance(tiny_
         got = run.loss(x, jitter, labels, 40.0)
         with run.recorder.watch():
             logits = tiny_teacher.model(shown)
-        entropy = sum(psaq_official.official_kde_entropy(psaq_official.patch_similarities(f[:, 1:])) for f in run.recorder.features)
+        entropy = sum(
+            psaq_official.official_kde_entropy(psaq_official.patch_similarities(f[:, 1:]))
+            for f in run.recorder.features
+        )
         tv = batch_total_variation(shown)
     expected = -entropy + torch.nn.functional.cross_entropy(logits, labels) + 0.05 * (tv - 40.0).abs()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -277,6 +289,7 @@ def test_psaq_protocol_params_are_checked() -> None:
         create_method("psaq-smi", {"protocol": "official"})
     with pytest.raises(SMIError, match="protocol"):
         create_method("psaq", {"protocol": "paper"})
+
 
 # ---------------------------------------------------------------------------------------- references
 def test_noise_is_clipped_gaussian_in_normalised_space(tiny_teacher) -> None:
@@ -328,9 +341,30 @@ def teacher_file(tmp_path):
 def test_every_method_runs_through_smi_invert(tmp_path, teacher_file, method) -> None:
     assert method in available_methods()
     out, metrics = tmp_path / f"{method}.pt", tmp_path / f"{method}.json"
-    argv = ["invert", "--teacher", str(teacher_file), "--teacher-id", "tiny", "--method", method, "--num-images", "4",
-            "--batch-size", "4", "--iterations", "8", "--seed", "1", "--out", str(out), "--metrics", str(metrics),
-            "--no-progress", "--dataset-spec", json.dumps({"name": "digits"})]  # fmt: skip
+    argv = [
+        "invert",
+        "--teacher",
+        str(teacher_file),
+        "--teacher-id",
+        "tiny",
+        "--method",
+        method,
+        "--num-images",
+        "4",
+        "--batch-size",
+        "4",
+        "--iterations",
+        "8",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--metrics",
+        str(metrics),
+        "--no-progress",
+        "--dataset-spec",
+        json.dumps({"name": "digits"}),
+    ]
     if method in ("smi", "smi-random", "psaq-smi"):
         argv += ["--schedule", "2", "4", "--ratio", "0.5"]
     assert main(argv) == 0

@@ -18,7 +18,14 @@ from tests.tiny import make_teacher, make_tiny_vit
 @pytest.fixture
 def teacher_file(tmp_path: Path) -> Path:
     teacher = make_teacher(make_tiny_vit(embed_dim=32, depth=1, num_heads=2))
-    teacher.metadata["model_kwargs"] = {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}
+    teacher.metadata["model_kwargs"] = {
+        "img_size": 32,
+        "patch_size": 4,
+        "embed_dim": 32,
+        "depth": 1,
+        "num_heads": 2,
+        "mlp_ratio": 2.0,
+    }
     path = tmp_path / "teacher.pt"
     save_teacher(teacher, path, {"source": "test"})
     return path
@@ -26,11 +33,37 @@ def teacher_file(tmp_path: Path) -> Path:
 
 def test_invert_writes_image_set_metrics_and_grid(teacher_file: Path, tmp_path: Path) -> None:
     out, metrics, grid = tmp_path / "set.pt", tmp_path / "m.json", tmp_path / "g.png"
-    code = main([
-        "invert", "--teacher", str(teacher_file), "--teacher-id", "tiny", "--method", "smi", "--schedule", "1", "2",
-        "--ratio", "0.5", "--num-images", "6", "--batch-size", "4", "--iterations", "4", "--seed", "1",
-        "--out", str(out), "--metrics", str(metrics), "--grid", str(grid), "--no-progress",
-    ])
+    code = main(
+        [
+            "invert",
+            "--teacher",
+            str(teacher_file),
+            "--teacher-id",
+            "tiny",
+            "--method",
+            "smi",
+            "--schedule",
+            "1",
+            "2",
+            "--ratio",
+            "0.5",
+            "--num-images",
+            "6",
+            "--batch-size",
+            "4",
+            "--iterations",
+            "4",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+            "--metrics",
+            str(metrics),
+            "--grid",
+            str(grid),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     image_set = ImageSet.load(out)
     assert image_set.images.shape == (6, 3, 32, 32) and image_set.keep_masks.shape == (6, 8, 8)
@@ -45,8 +78,21 @@ def test_invert_writes_image_set_metrics_and_grid(teacher_file: Path, tmp_path: 
 
 
 def test_unknown_method_is_one_line_error(teacher_file: Path, tmp_path: Path, capsys) -> None:
-    code = main(["invert", "--teacher", str(teacher_file), "--method", "smj", "--num-images", "2",
-                 "--out", str(tmp_path / "x.pt"), "--metrics", str(tmp_path / "x.json")])
+    code = main(
+        [
+            "invert",
+            "--teacher",
+            str(teacher_file),
+            "--method",
+            "smj",
+            "--num-images",
+            "2",
+            "--out",
+            str(tmp_path / "x.pt"),
+            "--metrics",
+            str(tmp_path / "x.json"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown method 'smj'" in err and "smi" in err and "Traceback" not in err
@@ -54,14 +100,43 @@ def test_unknown_method_is_one_line_error(teacher_file: Path, tmp_path: Path, ca
 
 
 def test_unsorted_schedule_is_one_line_error(teacher_file: Path, tmp_path: Path, capsys) -> None:
-    code = main(["invert", "--teacher", str(teacher_file), "--method", "smi", "--schedule", "5", "3",
-                 "--num-images", "2", "--out", str(tmp_path / "x.pt"), "--metrics", str(tmp_path / "x.json")])
+    code = main(
+        [
+            "invert",
+            "--teacher",
+            str(teacher_file),
+            "--method",
+            "smi",
+            "--schedule",
+            "5",
+            "3",
+            "--num-images",
+            "2",
+            "--out",
+            str(tmp_path / "x.pt"),
+            "--metrics",
+            str(tmp_path / "x.json"),
+        ]
+    )
     assert code == 2 and "strictly increasing" in capsys.readouterr().err
 
 
 def test_missing_teacher_file_is_one_line_error(tmp_path: Path, capsys) -> None:
-    code = main(["invert", "--teacher", str(tmp_path / "nope.pt"), "--method", "dense", "--num-images", "2",
-                 "--out", str(tmp_path / "x.pt"), "--metrics", str(tmp_path / "x.json")])
+    code = main(
+        [
+            "invert",
+            "--teacher",
+            str(tmp_path / "nope.pt"),
+            "--method",
+            "dense",
+            "--num-images",
+            "2",
+            "--out",
+            str(tmp_path / "x.pt"),
+            "--metrics",
+            str(tmp_path / "x.json"),
+        ]
+    )
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
@@ -75,8 +150,26 @@ def test_methods_are_registered_and_listed(capsys) -> None:
 
 def test_bench_inversion_reports_ratios(tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench.json"
-    code = main(["bench-inversion", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--batch-size", "2",
-                 "--iterations", "8", "--schedule", "1", "2", "3", "4", "--out", str(out)])
+    code = main(
+        [
+            "bench-inversion",
+            "--model",
+            "vit_tiny_patch16_224",
+            "--img-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--iterations",
+            "8",
+            "--schedule",
+            "1",
+            "2",
+            "3",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     figures = json.loads(out.read_text())
     assert figures["flop_ratio"] > 1 and figures["wall_time_speedup"] > 0

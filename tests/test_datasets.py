@@ -12,11 +12,18 @@ from scipy.io import savemat
 from smi.data import DATASETS, DatasetSpec, load_dataset, num_classes, splits, suite_data_config
 from smi.data.shapes import NUM_CLASSES, ShapesOptions, generate
 from smi.errors import SMIError
-from tests.layouts import imagenet_wnids, jpeg as _jpeg, make_classfolders, make_cub, make_flowers
+from tests.layouts import imagenet_wnids, make_classfolders, make_cub, make_flowers
+from tests.layouts import jpeg as _jpeg
 
 DC16 = suite_data_config(16)
-IMAGENET_DC = {"input_size": (3, 24, 24), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-               "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center"}  # fmt: skip
+IMAGENET_DC = {
+    "input_size": (3, 24, 24),
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "interpolation": "bicubic",
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+}
 
 
 # ---------------------------------------------------------------- specs
@@ -31,7 +38,16 @@ def test_spec_rejects_unknown_keys_names_and_options() -> None:
         DatasetSpec.from_config({"name": "shapes", "options": {"rho": 1.5}})
     spec = DatasetSpec.from_config({"name": "shapes", "options": {"rho": 0.5}})
     assert DatasetSpec.from_config(spec.to_config()) == spec
-    assert set(DATASETS) == {"digits", "shapes", "imagenet", "flowers102", "cub200", "imagefolder", "cifar10", "cifar100"}
+    assert set(DATASETS) == {
+        "digits",
+        "shapes",
+        "imagenet",
+        "flowers102",
+        "cub200",
+        "imagefolder",
+        "cifar10",
+        "cifar100",
+    }
 
 
 def test_unknown_split_and_masks_on_digits() -> None:
@@ -123,8 +139,11 @@ def test_imagenet_subset_keeps_the_canonical_labels(tmp_path: Path) -> None:
     assert num_classes(spec) == 1000
     for split in ("train", "test"):
         samples = load_dataset(spec, split, IMAGENET_DC).samples
-        assert {Path(path).parent.name: label for path, label in samples} == {wnids[7]: 7, wnids[500]: 500,
-                                                                              wnids[999]: 999}  # fmt: skip
+        assert {Path(path).parent.name: label for path, label in samples} == {
+            wnids[7]: 7,
+            wnids[500]: 500,
+            wnids[999]: 999,
+        }
 
 
 def test_imagenet_folders_that_are_not_wnids_are_refused(tmp_path: Path) -> None:
@@ -169,8 +188,11 @@ def test_cub_layout(tmp_path: Path) -> None:
     ],
 )
 def test_bad_layouts_name_the_file_and_layout(tmp_path: Path, name: str, breaks, message: str) -> None:
-    builders = {"flowers102": make_flowers, "cub200": make_cub,
-                "imagenet": lambda r: make_classfolders(r, imagenet_wnids()[:2])}  # fmt: skip
+    builders = {
+        "flowers102": make_flowers,
+        "cub200": make_cub,
+        "imagenet": lambda r: make_classfolders(r, imagenet_wnids()[:2]),
+    }
     root = builders[name](tmp_path / name)
     breaks(root)
     with pytest.raises(SMIError, match=message):

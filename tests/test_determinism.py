@@ -28,7 +28,6 @@ RUN = "determinism"
 WALL_TIME_CELLS = {("efficiency", "Time / image (s)"), ("efficiency", "Speed-up (×)")}
 
 
-
 def test_saving_the_same_object_twice_gives_the_same_bytes(tmp_path: Path) -> None:
     # torch.save names the archive's records after the file; the atomic write's temporary name
     # is random, so the suite saves through a stream.
@@ -43,9 +42,15 @@ def small_config() -> dict:
     config = yaml.safe_load((REPO / "config" / "ci.yaml").read_text())
     config["run"] = RUN
     config["external_methods"] = {}
-    config["experiments"] = [{
-        "dataset": "digits", "teacher": "vit-xs", "seeds": [0], "methods": ["real", "dense", "smi"], "distill": ["smi"],
-    }]  # fmt: skip
+    config["experiments"] = [
+        {
+            "dataset": "digits",
+            "teacher": "vit-xs",
+            "seeds": [0],
+            "methods": ["real", "dense", "smi"],
+            "distill": ["smi"],
+        }
+    ]
     # The datasets stay: the student is pretrained on shapes before it distils the digits teacher.
     config["methods"] = {label: config["methods"][label] for label in ("real", "dense", "smi")}
     return config
@@ -53,10 +58,23 @@ def small_config() -> dict:
 
 def run_workflow(workdir: Path, configfile: Path) -> Path:
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--cores", "2", "--configfile", str(configfile)],
-        capture_output=True, text=True, timeout=1500,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--cores",
+            "2",
+            "--configfile",
+            str(configfile),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"workflow failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return workdir / "results" / RUN
@@ -79,8 +97,12 @@ def test_two_runs_differ_only_in_wall_time(tmp_path: Path) -> None:
 
     # Table cells: `smi compare` lists only wall-time cells.
     out = tmp_path / "cells.csv"
-    proc = subprocess.run([sys.executable, "-m", "smi", "compare", str(run_a), str(run_b), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "smi", "compare", str(run_a), str(run_b), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     cells = pd.read_csv(out)
     listed = cells[cells["status"] != SAME]
@@ -89,4 +111,6 @@ def test_two_runs_differ_only_in_wall_time(tmp_path: Path) -> None:
     # Not vacuous: the accuracy, FLOPs and memory cells were there and compared equal.
     compared = set(cells.loc[cells["status"] == SAME, "table"])
     assert {"efficiency", "quantization", "distillation"} <= compared, compared
-    assert {("efficiency", "GFLOPs / image"), ("quantization", "vit-xs W8/A8 (%)")} <= set(zip(cells["table"], cells["column"]))
+    assert {("efficiency", "GFLOPs / image"), ("quantization", "vit-xs W8/A8 (%)")} <= set(
+        zip(cells["table"], cells["column"])
+    )

@@ -46,6 +46,7 @@ def test_patch_augment_keeps_sparse_images_sparse() -> None:
     pixel = masks.repeat_interleave(PATCH, 1).repeat_interleave(PATCH, 2)[:, None].expand_as(out)
     assert bool((out[~pixel] == 0).all()), "a stopped patch received content"
     assert not torch.equal(out, sparse.images), "the augmentation did nothing"
+
     # Kept patches are moved whole: their multiset of patch sums is unchanged per image.
     def patch_sums(x: torch.Tensor, m: torch.Tensor) -> list[torch.Tensor]:
         sums = x.unfold(2, PATCH, PATCH).unfold(3, PATCH, PATCH).sum((1, 4, 5)).flatten(1)
@@ -138,7 +139,9 @@ def test_bad_specs_rejected(trained) -> None:
         DistillRecipe(eval_every=0)
     wrong_grid = StudentSpec(model_kwargs={"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 8})
     with pytest.raises(SMIError, match="patch grid"):
-        distill(teacher, dense_set(images[:32], labels[:32], "real"), wrong_grid, RECIPE, test_set, 0, "cpu", progress=False)
+        distill(
+            teacher, dense_set(images[:32], labels[:32], "real"), wrong_grid, RECIPE, test_set, 0, "cpu", progress=False
+        )
     other = ImageSet(torch.rand(8, 3, 32, 32), torch.ones(8, 8, 8, dtype=torch.bool), torch.zeros(8, dtype=torch.long))
     with pytest.raises(SMIError, match="another teacher"):
         distill(teacher, other, STUDENT, RECIPE, test_set, 0, "cpu", progress=False)
@@ -159,7 +162,9 @@ def test_distillation_on_real_images_learns(trained) -> None:
 def test_evaluation_every_k_epochs_and_after_the_last(trained) -> None:
     teacher, images, labels, test_set = trained
     recipe = DistillRecipe(epochs=5, batch_size=32, warmup_epochs=0, eval_batch_size=300, eval_every=2)
-    result = distill(teacher, dense_set(images[:32], labels[:32], "real"), STUDENT, recipe, test_set, 0, "cpu", progress=False)
+    result = distill(
+        teacher, dense_set(images[:32], labels[:32], "real"), STUDENT, recipe, test_set, 0, "cpu", progress=False
+    )
     assert [c["epoch"] for c in result.curve] == [2, 4, 5]
     assert result.curve[0]["wall_time_s"] < result.curve[-1]["wall_time_s"]
 
@@ -172,7 +177,9 @@ def test_stopped_patches_never_reach_teacher_or_student(trained) -> None:
     teacher, images, labels, test_set = trained
     recipe = DistillRecipe(epochs=1, batch_size=32, eval_batch_size=300, num_images=64, erase=0.75)
     runs = [
-        distill(teacher, sparse_set(images[:64], labels[:64], fill), STUDENT, recipe, test_set, 0, "cpu", progress=False)
+        distill(
+            teacher, sparse_set(images[:64], labels[:64], fill), STUDENT, recipe, test_set, 0, "cpu", progress=False
+        )
         for fill in (0.0, 1.0)
     ]
     assert runs[0].curve[0]["train_loss"] == runs[1].curve[0]["train_loss"]
@@ -186,10 +193,17 @@ def test_linear_protocol_trains_only_the_new_head(trained, tmp_path) -> None:
 
     path = tmp_path / "pretrained.pt"
     save_teacher(teacher, path, {"source": "test"})
-    spec = StudentSpec(model="vit_tiny_patch16_224", model_kwargs={"embed_dim": 32, "depth": 2, "num_heads": 2,
-                       "mlp_ratio": 2.0}, init="checkpoint", checkpoint=str(path), train="linear")  # fmt: skip
+    spec = StudentSpec(
+        model="vit_tiny_patch16_224",
+        model_kwargs={"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0},
+        init="checkpoint",
+        checkpoint=str(path),
+        train="linear",
+    )
     recipe = DistillRecipe(epochs=1, batch_size=32, eval_batch_size=300)
-    result = distill(teacher, dense_set(images[:64], labels[:64], "real"), spec, recipe, test_set, 0, "cpu", progress=False)
+    result = distill(
+        teacher, dense_set(images[:64], labels[:64], "real"), spec, recipe, test_set, 0, "cpu", progress=False
+    )
     trained_state, reference = result.student.state_dict(), teacher.model.state_dict()
     for key, value in trained_state.items():
         if key.startswith("head."):
@@ -213,15 +227,48 @@ def test_cli_writes_metrics_with_correlated_split_and_budget(trained, tmp_path, 
     metrics = tmp_path / "inv.json"
     metrics.write_text(json.dumps({"gflops_per_image": 0.5}))
     out = tmp_path / "kd.json"
-    argv = ["distill", "--teacher", "t.pt", "--dataset-spec", '{"name": "shapes"}', "--image-set", str(image_set),
-            "--student-spec", json.dumps({"model_kwargs": STUDENT.model_kwargs}), "--student-id", "tiny",
-            "--recipe", '{"epochs": 2, "batch_size": 32}', "--budget-gflops", "40", "--inversion-metrics", str(metrics),
-            "--out", str(out), "--no-progress"]  # fmt: skip
+    argv = [
+        "distill",
+        "--teacher",
+        "t.pt",
+        "--dataset-spec",
+        '{"name": "shapes"}',
+        "--image-set",
+        str(image_set),
+        "--student-spec",
+        json.dumps({"model_kwargs": STUDENT.model_kwargs}),
+        "--student-id",
+        "tiny",
+        "--recipe",
+        '{"epochs": 2, "batch_size": 32}',
+        "--budget-gflops",
+        "40",
+        "--inversion-metrics",
+        str(metrics),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     record = json.loads(out.read_text())
-    for key in ("kind", "dataset", "teacher", "model_name", "method", "student", "seed", "epochs", "num_images",
-                "final_top1", "final_top5", "teacher_top1", "curve", "final_top1_correlated", "decorrelation_gap",
-                "provenance"):  # fmt: skip
+    for key in (
+        "kind",
+        "dataset",
+        "teacher",
+        "model_name",
+        "method",
+        "student",
+        "seed",
+        "epochs",
+        "num_images",
+        "final_top1",
+        "final_top5",
+        "teacher_top1",
+        "curve",
+        "final_top1_correlated",
+        "decorrelation_gap",
+        "provenance",
+    ):
         assert key in record, key
     assert record["kind"] == "distillation" and record["method"] == "dense" and record["student"] == "tiny"
     assert record["num_images"] == 80  # 40 GFLOPs at 0.5 GFLOPs per image
@@ -255,6 +302,15 @@ def test_known_teacher_accuracy_is_not_measured_again(trained) -> None:
     teacher, images, labels, test_set = trained
     recipe = DistillRecipe(epochs=1, batch_size=32, warmup_epochs=0, eval_batch_size=300)
     known = {"top1": 12.5, "top5": 50.0}
-    result = distill(teacher, dense_set(images[:32], labels[:32], "real"), STUDENT, recipe, test_set, 0, "cpu",
-                     progress=False, teacher_accuracy=known)  # fmt: skip
+    result = distill(
+        teacher,
+        dense_set(images[:32], labels[:32], "real"),
+        STUDENT,
+        recipe,
+        test_set,
+        0,
+        "cpu",
+        progress=False,
+        teacher_accuracy=known,
+    )
     assert result.teacher_accuracy == known

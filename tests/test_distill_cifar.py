@@ -18,8 +18,14 @@ from tests.cifar_layout import FOLDERS, write_cifar
 
 # The official code's CIFAR-10 statistics and DeiT validation transform (resize 256 bicubic, crop 224),
 # scaled down: 40 px resize (48 / 0.875 = 54.9 -> 54), 48 px crop.
-DATA_CONFIG = {"input_size": (3, 48, 48), "mean": (0.4914, 0.4822, 0.4465), "std": (0.2023, 0.1994, 0.2010),
-               "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center"}  # fmt: skip
+DATA_CONFIG = {
+    "input_size": (3, 48, 48),
+    "mean": (0.4914, 0.4822, 0.4465),
+    "std": (0.2023, 0.1994, 0.2010),
+    "interpolation": "bicubic",
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+}
 TORCHVISION = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
 
 
@@ -69,7 +75,9 @@ def test_keep_zero_leaves_zero_pixels_at_zero(tmp_path) -> None:
 def test_subset_and_layout_errors(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("SMI_CIFAR10_ROOT", raising=False)
     write_cifar(tmp_path, "cifar100", train_per_class=1)
-    subset = load_dataset(DatasetSpec("cifar100", str(tmp_path), {"max_images": 7, "subset_seed": 1}), "train", DATA_CONFIG)
+    subset = load_dataset(
+        DatasetSpec("cifar100", str(tmp_path), {"max_images": 7, "subset_seed": 1}), "train", DATA_CONFIG
+    )
     assert len(subset) == 7
     with pytest.raises(SMIError, match="cifar-10-batches-py does not exist"):
         load_dataset(DatasetSpec("cifar10", str(tmp_path)), "test", DATA_CONFIG)

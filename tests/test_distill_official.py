@@ -41,7 +41,9 @@ def student_spec(tmp_path) -> StudentSpec:
     model = make_model(seed=7)
     model.reset_classifier(11)
     torch.save(model.state_dict(), path)
-    return StudentSpec(model="vit_tiny_patch16_224", model_kwargs=ARCH, init="checkpoint", checkpoint=str(path), train="linear")
+    return StudentSpec(
+        model="vit_tiny_patch16_224", model_kwargs=ARCH, init="checkpoint", checkpoint=str(path), train="linear"
+    )
 
 
 def fake_synthesize(calls: list[dict]):
@@ -62,10 +64,19 @@ def fake_synthesize(calls: list[dict]):
 def run_official(trained, spec, state, recipe, synth=None, method="smi", **kwargs):
     teacher, _, _, test_set = trained
     return distill_official(
-        teacher=teacher, method=create_method(method, SMI_PARAMS if method == "smi" else {}),
-        inversion_config=TINY_INVERSION, student_spec=spec, recipe=recipe, test_set=test_set, seed=3,
-        device="cpu", state_dir=state, progress=False, synthesize_fn=synth or synthesize, **kwargs,
-    )  # fmt: skip
+        teacher=teacher,
+        method=create_method(method, SMI_PARAMS if method == "smi" else {}),
+        inversion_config=TINY_INVERSION,
+        student_spec=spec,
+        recipe=recipe,
+        test_set=test_set,
+        seed=3,
+        device="cpu",
+        state_dir=state,
+        progress=False,
+        synthesize_fn=synth or synthesize,
+        **kwargs,
+    )
 
 
 # ---------------------------------------------------------------------------- recipe and optimiser
@@ -122,7 +133,9 @@ def test_one_step_per_epoch_on_a_growing_pool(trained, student_spec, tmp_path, m
     assert len({c["seed"] for c in calls}) == 5, "every epoch synthesises new images"
     assert [r["pool_size"] for r in result.curve] == [4, 8, 12, 16, 20] and result.pool_size == 20
     for size, index, pixels in draws:
-        assert len(index) == min(6, size) and len(set(index.tolist())) == len(index), "a batch draws without replacement"
+        assert len(index) == min(6, size) and len(set(index.tolist())) == len(index), (
+            "a batch draws without replacement"
+        )
         assert int(index.max()) < size
         assert torch.equal(pixels * 255, (pixels * 255).round()), "pool images are 8-bit"
     # Draws cover the whole pool, not only the newest epoch.
@@ -133,7 +146,9 @@ def test_pool_draws_uniformly_from_all_epochs(tmp_path) -> None:
     pool = ImagePool(tmp_path, key="k")
     for epoch in (1, 2, 3):
         images = torch.full((4, 3, 8, 8), epoch / 10)
-        pool.write(epoch, ImageSet(images, torch.ones(4, 2, 2, dtype=torch.bool), torch.zeros(4, dtype=torch.long), {}), (4, 4))
+        pool.write(
+            epoch, ImageSet(images, torch.ones(4, 2, 2, dtype=torch.bool), torch.zeros(4, dtype=torch.long), {}), (4, 4)
+        )
         pool.load(epoch)
     gen = torch.Generator().manual_seed(0)
     counts = torch.zeros(12)
@@ -151,7 +166,9 @@ def test_pool_stores_masked_truncated_uint8(tmp_path) -> None:
     pool.load(1)
     stored = pool.images(torch.tensor([0]))[0]
     assert stored.dtype == torch.uint8 and int(stored[:, :4, :4].min()) == 178 and int(stored[:, :4, 4:].max()) == 0
-    normalised = keep_zero_normalize(stored[None].float() / 255, torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25))
+    normalised = keep_zero_normalize(
+        stored[None].float() / 255, torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25)
+    )
     assert bool((normalised[:, :, :4, 4:] == 0).all()), "keep_zero: stopped (black) pixels stay 0"
     assert torch.equal(nonzero_patch_mask(normalised, (4, 4)), mask)
 
@@ -162,7 +179,10 @@ def test_keep_zero_normalize_and_nonzero_patches() -> None:
     assert out[0, :, 0, 0].tolist() == [0.0, -1.0, 0.0]
     patches = torch.zeros(2, 3, 4, 4)
     patches[0, 1, 3, 0] = 1.0  # one non-zero value keeps its patch
-    assert nonzero_patch_mask(patches, (2, 2)).tolist() == [[[False, False], [True, False]], [[False, False], [False, False]]]
+    assert nonzero_patch_mask(patches, (2, 2)).tolist() == [
+        [[False, False], [True, False]],
+        [[False, False], [False, False]],
+    ]
 
 
 # ---------------------------------------------------------------------------- student
@@ -184,8 +204,11 @@ def test_linear_probe_student_only_head_changes(trained, student_spec, tmp_path)
 
 def test_official_student_must_be_the_teachers_architecture_probed_linearly(trained, student_spec) -> None:
     teacher = trained[0]
-    for change, message in (({"model": "vit_small_patch16_224"}, "model"), ({"train": "full"}, "train 'full'"),
-                            ({"init": "scratch", "checkpoint": None, "train": "full"}, "init 'scratch'")):  # fmt: skip
+    for change, message in (
+        ({"model": "vit_small_patch16_224"}, "model"),
+        ({"train": "full"}, "train 'full'"),
+        ({"init": "scratch", "checkpoint": None, "train": "full"}, "init 'scratch'"),
+    ):
         spec = StudentSpec(**{**to_dict(student_spec), **change})
         with pytest.raises(SMIError, match=message):
             build_official_student(spec, teacher, 0, "cpu")
@@ -255,12 +278,32 @@ def test_cli_official_protocol_record(trained, student_spec, tmp_path, monkeypat
     monkeypatch.setattr(cli, "load_teacher", lambda path, device: teacher)
     monkeypatch.setattr(cli, "load_split", lambda values, split, t: (Spec, test_set))
     out = tmp_path / "kd.json"
-    argv = ["distill", "--protocol", "official", "--teacher", "t.pt", "--teacher-id", "tiny",
-            "--dataset-spec", '{"name": "digits"}', "--method", "smi-label", "--inversion-method", "smi",
-            "--method-params", json.dumps(SMI_PARAMS), "--inversion-config", json.dumps(to_dict(TINY_INVERSION)),
-            "--student-spec", json.dumps(to_dict(student_spec)),
-            "--recipe", '{"epochs": 3, "images_per_epoch": 2, "batch_size": 2, "checkpoint_every": 2}',
-            "--out", str(out), "--no-progress"]  # fmt: skip
+    argv = [
+        "distill",
+        "--protocol",
+        "official",
+        "--teacher",
+        "t.pt",
+        "--teacher-id",
+        "tiny",
+        "--dataset-spec",
+        '{"name": "digits"}',
+        "--method",
+        "smi-label",
+        "--inversion-method",
+        "smi",
+        "--method-params",
+        json.dumps(SMI_PARAMS),
+        "--inversion-config",
+        json.dumps(to_dict(TINY_INVERSION)),
+        "--student-spec",
+        json.dumps(to_dict(student_spec)),
+        "--recipe",
+        '{"epochs": 3, "images_per_epoch": 2, "batch_size": 2, "checkpoint_every": 2}',
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     record = json.loads(out.read_text())
     assert record["protocol"] == "official" and record["method"] == "smi-label" and record["inversion_method"] == "smi"
@@ -269,7 +312,15 @@ def test_cli_official_protocol_record(trained, student_spec, tmp_path, monkeypat
     assert record["official_best_top1"] == max(r["test_top1"] for r in record["curve"])
     assert record["recipe"]["lr"] == 0.1 and record["recipe"]["protocol"] == "official"
     assert not Path(f"{out}.state").exists(), "the pool is removed after success"
-    suite_without_set = ["distill", "--teacher", "t.pt", "--dataset-spec", '{"name": "digits"}', "--out", str(tmp_path / "s.json")]
+    suite_without_set = [
+        "distill",
+        "--teacher",
+        "t.pt",
+        "--dataset-spec",
+        '{"name": "digits"}',
+        "--out",
+        str(tmp_path / "s.json"),
+    ]
     assert main(suite_without_set) == 2 and not (tmp_path / "s.json").exists()
     bad = argv[:-3] + ["--image-set", "x.pt", "--out", str(tmp_path / "x.json"), "--no-progress"]
     assert main(bad) == 2 and not (tmp_path / "x.json").exists()
@@ -289,24 +340,70 @@ def test_cli_official_on_a_cifar_folder(tmp_path) -> None:
     dataset = json.dumps({"name": "cifar10", "root": str(root), "options": {"keep_zero": True}})
     arch = {"img_size": 16, "patch_size": 4, "embed_dim": 24, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}
     torch.save(make_tiny_vit(num_classes=10, **arch).state_dict(), tmp_path / "deit_tiny_16_cifar10.pth")
-    teacher_spec = {"model": "vit_tiny_patch16_224", "model_kwargs": arch, "source": "checkpoint",
-                    "checkpoint": str(tmp_path / "deit_tiny_16_cifar10.pth"),
-                    "data_config": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010],
-                                    "interpolation": "bicubic", "crop_pct": 0.875}}  # fmt: skip
-    assert main(["train-teacher", "--teacher-spec", json.dumps(teacher_spec), "--dataset-spec", dataset,
-                 "--out", str(tmp_path / "teacher.pt"), "--metrics", str(tmp_path / "teacher.json")]) == 0  # fmt: skip
+    teacher_spec = {
+        "model": "vit_tiny_patch16_224",
+        "model_kwargs": arch,
+        "source": "checkpoint",
+        "checkpoint": str(tmp_path / "deit_tiny_16_cifar10.pth"),
+        "data_config": {
+            "mean": [0.4914, 0.4822, 0.4465],
+            "std": [0.2023, 0.1994, 0.2010],
+            "interpolation": "bicubic",
+            "crop_pct": 0.875,
+        },
+    }
+    assert (
+        main(
+            [
+                "train-teacher",
+                "--teacher-spec",
+                json.dumps(teacher_spec),
+                "--dataset-spec",
+                dataset,
+                "--out",
+                str(tmp_path / "teacher.pt"),
+                "--metrics",
+                str(tmp_path / "teacher.json"),
+            ]
+        )
+        == 0
+    )
     pretrained = make_tiny_vit(num_classes=1000, **arch)
     torch.manual_seed(1)
     for p in pretrained.parameters():
         p.data.add_(0.01 * torch.randn_like(p))
     torch.save(pretrained.state_dict(), tmp_path / "in1k.pth")
-    student = {"model": "vit_tiny_patch16_224", "model_kwargs": {k: v for k, v in arch.items() if "size" not in k},
-               "init": "checkpoint", "checkpoint": str(tmp_path / "in1k.pth"), "train": "linear"}  # fmt: skip
+    student = {
+        "model": "vit_tiny_patch16_224",
+        "model_kwargs": {k: v for k, v in arch.items() if "size" not in k},
+        "init": "checkpoint",
+        "checkpoint": str(tmp_path / "in1k.pth"),
+        "train": "linear",
+    }
     out, state = tmp_path / "kd.json", tmp_path / "state"
-    argv = ["distill", "--protocol", "official", "--teacher", str(tmp_path / "teacher.pt"),
-            "--dataset-spec", dataset, "--inversion-method", "dense", "--inversion-config", '{"iterations": 3}', "--student-spec", json.dumps(student),
-            "--recipe", '{"epochs": 2, "images_per_epoch": 3, "batch_size": 4}', "--state-dir", str(state), "--keep-state",
-            "--out", str(out), "--no-progress"]  # fmt: skip
+    argv = [
+        "distill",
+        "--protocol",
+        "official",
+        "--teacher",
+        str(tmp_path / "teacher.pt"),
+        "--dataset-spec",
+        dataset,
+        "--inversion-method",
+        "dense",
+        "--inversion-config",
+        '{"iterations": 3}',
+        "--student-spec",
+        json.dumps(student),
+        "--recipe",
+        '{"epochs": 2, "images_per_epoch": 3, "batch_size": 4}',
+        "--state-dir",
+        str(state),
+        "--keep-state",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     record = json.loads(out.read_text())
     assert record["dataset"] == "cifar10" and record["method"] == "dense" and record["num_images"] == 6

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shlex
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,10 @@ from tests.tiny import save_digits_teacher
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "external_baseline"
 TINY_KWARGS = dict(img_size=32, patch_size=4, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
-BLOBS = f"{{python}} {shlex.quote(str(EXAMPLES / 'toy_blobs.py'))} --num-images {{num_images}} --num-classes {{num_classes}} --img-size {{img_size}} --seed {{seed}} --out {{out}}"
+BLOBS = (
+    f"{{python}} {shlex.quote(str(EXAMPLES / 'toy_blobs.py'))} --num-images {{num_images}} "
+    "--num-classes {num_classes} --img-size {img_size} --seed {seed} --out {out}"
+)
 
 
 @pytest.fixture
@@ -26,12 +29,32 @@ def teacher_file(tmp_path) -> Path:
     return save_digits_teacher(tmp_path / "teacher.pt", TINY_KWARGS)
 
 
-def run_external(tmp_path: Path, teacher_file: Path, command: str, name: str = "toy-external", num_images: int = 6) -> int:
-    return main([
-        "run-external", "--name", name, "--command", command, "--teacher", str(teacher_file), "--teacher-id", "tiny",
-        "--num-images", str(num_images), "--seed", "3", "--out", str(tmp_path / "out" / "set.pt"),
-        "--metrics", str(tmp_path / "out" / "set.json"), "--grid", str(tmp_path / "out" / "set.png"),
-    ])  # fmt: skip
+def run_external(
+    tmp_path: Path, teacher_file: Path, command: str, name: str = "toy-external", num_images: int = 6
+) -> int:
+    return main(
+        [
+            "run-external",
+            "--name",
+            name,
+            "--command",
+            command,
+            "--teacher",
+            str(teacher_file),
+            "--teacher-id",
+            "tiny",
+            "--num-images",
+            str(num_images),
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path / "out" / "set.pt"),
+            "--metrics",
+            str(tmp_path / "out" / "set.json"),
+            "--grid",
+            str(tmp_path / "out" / "set.png"),
+        ]
+    )
 
 
 def test_toy_blobs_end_to_end(tmp_path, teacher_file) -> None:
@@ -60,7 +83,10 @@ def test_toy_blobs_end_to_end(tmp_path, teacher_file) -> None:
 
 
 def test_toy_inversion_reads_the_teacher(tmp_path, teacher_file) -> None:
-    command = f"{{python}} {shlex.quote(str(EXAMPLES / 'toy_inversion.py'))} --teacher {{teacher}} --out {{out}} --num-images {{num_images}} --seed {{seed}} --iterations 3"
+    command = (
+        f"{{python}} {shlex.quote(str(EXAMPLES / 'toy_inversion.py'))} --teacher {{teacher}} --out {{out}} "
+        "--num-images {num_images} --seed {seed} --iterations 3"
+    )
     assert run_external(tmp_path, teacher_file, command, name="toy-inversion", num_images=4) == 0
     image_set = ImageSet.load(tmp_path / "out" / "set.pt")
     assert len(image_set) == 4 and tuple(image_set.keep_masks.shape) == (4, 8, 8)
@@ -82,9 +108,15 @@ def _writer(tmp_path: Path, body: str) -> str:
         ("pass", "without writing"),
         ("open(out, 'w').write('junk')", "not a readable torch file"),
         ("torch.save({'images': torch.rand(6, 3, 32, 32)}, out)", "lacks the keys"),
-        ("torch.save({'images': torch.rand(2, 3, 32, 32), 'targets': torch.zeros(2, dtype=torch.long)}, out)", "produced 2 images but 6"),
+        (
+            "torch.save({'images': torch.rand(2, 3, 32, 32), 'targets': torch.zeros(2, dtype=torch.long)}, out)",
+            "produced 2 images but 6",
+        ),
         ("torch.save({'images': torch.rand(6, 3, 16, 16), 'targets': torch.zeros(6, dtype=torch.long)}, out)", "size"),
-        ("torch.save({'images': torch.rand(6, 3, 32, 32) * 2, 'targets': torch.zeros(6, dtype=torch.long)}, out)", r"\[0, 1\]"),
+        (
+            "torch.save({'images': torch.rand(6, 3, 32, 32) * 2, 'targets': torch.zeros(6, dtype=torch.long)}, out)",
+            r"\[0, 1\]",
+        ),
         ("torch.save({'images': torch.rand(6, 3, 32, 32), 'targets': torch.full((6,), 10)}, out)", "target label 10"),
     ],
 )
@@ -133,11 +165,30 @@ def test_command_receives_the_device_and_threads(tmp_path, teacher_file) -> None
         "torch.save({'images': torch.rand(6, 3, 32, 32), 'targets': torch.arange(6)}, out)\n"
     )
     command = _writer(tmp_path, body) + " {device} {threads}; cp {out}.seen " + shlex.quote(str(tmp_path / "seen"))
-    assert main([
-        "run-external", "--name", "probe", "--command", command, "--teacher", str(teacher_file),
-        "--num-images", "6", "--out", str(tmp_path / "out" / "set.pt"), "--metrics", str(tmp_path / "out" / "set.json"),
-        "--device", "cuda:1", "--threads", "3",
-    ]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "run-external",
+                "--name",
+                "probe",
+                "--command",
+                command,
+                "--teacher",
+                str(teacher_file),
+                "--num-images",
+                "6",
+                "--out",
+                str(tmp_path / "out" / "set.pt"),
+                "--metrics",
+                str(tmp_path / "out" / "set.json"),
+                "--device",
+                "cuda:1",
+                "--threads",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "seen").read_text() == "cuda:1 3 3"
 
 
@@ -147,12 +198,29 @@ def test_workflow_passes_the_configured_device_and_threads(tmp_path) -> None:
 
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(tmp_path),
-         "-n", "-p", "--cores", "4", "--configfile", str(repo / "config" / "ci.yaml"), "--config", "device=cuda:1",
-         "threads=3"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(repo / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "-n",
+            "-p",
+            "--cores",
+            "4",
+            "--configfile",
+            str(repo / "config" / "ci.yaml"),
+            "--config",
+            "device=cuda:1",
+            "threads=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "SMI_SKIP_MACHINE_CHECKS": "1"},  # planned for GPU nodes from this CPU machine
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     commands = [line for line in proc.stdout.splitlines() if "run-external" in line]
     assert commands and all("--device cuda:1 --threads 3" in line for line in commands), commands

@@ -78,8 +78,11 @@ def test_fetch_downloads_when_the_hub_answers(offline: Path, tmp_path: Path, mon
     expected = random_state_dict(MODEL, seed=4)
     calls = []
     monkeypatch.setattr(hub, "reachable", lambda host, timeout=hub.PROBE_TIMEOUT_S: True)
-    monkeypatch.setattr(timm.models._builder, "load_state_dict_from_hf",
-                        lambda model_id, *args, **kwargs: calls.append(model_id) or dict(expected))  # fmt: skip
+    monkeypatch.setattr(
+        timm.models._builder,
+        "load_state_dict_from_hf",
+        lambda model_id, *args, **kwargs: calls.append(model_id) or dict(expected),
+    )
     assert main(["fetch-weights", "--model", MODEL, "--out-dir", str(tmp_path)]) == 0
     assert calls == [timm.models.get_pretrained_cfg(MODEL).hf_hub_id]
     _assert_same_weights(torch.load(tmp_path / f"{MODEL}.pth", weights_only=True), expected)
@@ -97,11 +100,20 @@ def test_fetch_without_cache_or_network_fails_at_once_in_one_line(offline: Path,
 
 def _teacher(tmp_path: Path, spec: dict, capsys) -> tuple[int, str]:
     root = make_classfolders(tmp_path / "inet", imagenet_wnids()[:2], per=1)
-    code = main([
-        "train-teacher", "--teacher-spec", json.dumps(spec), "--dataset-spec",
-        json.dumps({"name": "imagenet", "root": str(root)}), "--out", str(tmp_path / "t.pt"),
-        "--metrics", str(tmp_path / "t.json"), "--no-progress",
-    ])  # fmt: skip
+    code = main(
+        [
+            "train-teacher",
+            "--teacher-spec",
+            json.dumps(spec),
+            "--dataset-spec",
+            json.dumps({"name": "imagenet", "root": str(root)}),
+            "--out",
+            str(tmp_path / "t.pt"),
+            "--metrics",
+            str(tmp_path / "t.json"),
+            "--no-progress",
+        ]
+    )
     return code, _error_line(capsys) if code else ""
 
 
@@ -131,17 +143,18 @@ def test_teacher_from_cached_weights_works_offline(offline: Path, tmp_path: Path
 
 
 def test_missing_checkpoint_is_not_called_a_teacher_to_train(tmp_path: Path, capsys) -> None:
-    code, line = _teacher(tmp_path, {"model": MODEL, "source": "checkpoint", "checkpoint": str(tmp_path / "x.pth")},
-                          capsys)  # fmt: skip
+    code, line = _teacher(
+        tmp_path, {"model": MODEL, "source": "checkpoint", "checkpoint": str(tmp_path / "x.pth")}, capsys
+    )
     assert code == 2 and "checkpoint" in line and "does not exist" in line and "train it" not in line
 
 
 def test_student_without_its_fetched_file_names_the_fetch_command(tmp_path: Path) -> None:
+    import timm
+
     from smi.distill.config import StudentSpec
     from smi.distill.student import build_student
     from tests.tiny import make_teacher
-
-    import timm
 
     teacher = make_teacher(timm.create_model(MODEL, pretrained=False, num_classes=5, img_size=32), num_classes=5)
     missing = tmp_path / "weights" / f"{MODEL}.pth"
@@ -161,20 +174,41 @@ def test_until_fetch_weights_offline_with_a_standin_hub(tmp_path: Path) -> None:
     config["datasets"]["inet"] = {"name": "imagenet", "root": str(root)}
     config["teachers"]["deit-t"] = {"model": MODEL, "source": "pretrained"}
     config["teachers"]["deit-t-ft"] = {"model": MODEL, "source": "finetune", "recipe": {"epochs": 1}}
-    config["experiments"].append({"dataset": "inet", "teacher": "deit-t", "seeds": [0], "methods": ["dense"],
-                                  "students": ["deit-t-pretrained"]})
+    config["experiments"].append(
+        {"dataset": "inet", "teacher": "deit-t", "seeds": [0], "methods": ["dense"], "students": ["deit-t-pretrained"]}
+    )
     config["distillation"]["students"]["deit-t-pretrained"] = {"model": MODEL, "init": "pretrained"}
-    config["experiments"].append({"dataset": "inet", "teacher": "deit-t-ft", "seeds": [0], "methods": ["dense"],
-                                  "students": ["deit-t-pretrained"]})
+    config["experiments"].append(
+        {
+            "dataset": "inet",
+            "teacher": "deit-t-ft",
+            "seeds": [0],
+            "methods": ["dense"],
+            "students": ["deit-t-pretrained"],
+        }
+    )
     path = tmp_path / "offline.yaml"
     path.write_text(yaml.safe_dump(config))
     cache = tmp_path / "cache"
     expected = random_state_dict(MODEL, seed=5)
     add_to_cache(cache, MODEL, expected)
-    snakemake = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                 "--cores", "1", "--configfile", str(path)]  # fmt: skip
+    snakemake = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "1",
+        "--configfile",
+        str(path),
+    ]
     env = offline_env(cache)
-    proc = subprocess.run([*snakemake, "--until", "fetch_weights"], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [*snakemake, "--until", "fetch_weights"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     weights = tmp_path / "results" / "ci" / "weights"
     assert [p.name for p in weights.iterdir()] == [f"{MODEL}.pth"]  # two teachers and a student: one file

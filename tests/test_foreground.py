@@ -80,16 +80,40 @@ def test_foreground_precision_report(teacher_file: Path) -> None:
 
 def test_foreground_cli(tmp_path: Path, teacher_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "fg.json"
-    args = ["foreground", "--teacher", str(teacher_file), "--iterations", "1", "2", "--ratio", "0.5",
-            "--num-images", "20", "--out", str(out), "--teacher-id", "tiny", "--no-progress", "--threads", "1"]
+    args = [
+        "foreground",
+        "--teacher",
+        str(teacher_file),
+        "--iterations",
+        "1",
+        "2",
+        "--ratio",
+        "0.5",
+        "--num-images",
+        "20",
+        "--out",
+        str(out),
+        "--teacher-id",
+        "tiny",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
     assert main(args) == 0
     record = json.loads(out.read_text())
     assert record["kind"] == "foreground" and record["teacher"] == "tiny" and record["dataset"] == "shapes"
     assert record["kept_patches"] == 4 and record["num_images"] == 20 and "provenance" in record
     for key in ("precision", "recall", "random_precision", "random_recall", "fg_fraction", "num_patches"):
         assert key in record
-    bad = ["foreground", "--teacher", str(teacher_file), "--dataset-spec", '{"name": "digits"}', "--out",
-           str(tmp_path / "x.json")]  # fmt: skip
+    bad = [
+        "foreground",
+        "--teacher",
+        str(teacher_file),
+        "--dataset-spec",
+        '{"name": "digits"}',
+        "--out",
+        str(tmp_path / "x.json"),
+    ]
     assert main(bad) == 2 and "only 'shapes'" in capsys.readouterr().err
 
 
@@ -102,12 +126,30 @@ def test_foreground_cli_scores_inverted_sets_and_checks_the_proxy(tmp_path: Path
     paths = []
     for name, mask in (("smi", sparse), ("dense", torch.ones(6, 4, 4, dtype=torch.bool))):
         path = tmp_path / f"{name}.pt"
-        ImageSet(torch.rand(6, 3, 16, 16, generator=gen), mask, torch.arange(6) % 10,
-                 {"method": name, "seed": 1}).save(path)  # fmt: skip
+        ImageSet(torch.rand(6, 3, 16, 16, generator=gen), mask, torch.arange(6) % 10, {"method": name, "seed": 1}).save(
+            path
+        )
         paths.append(str(path))
     out = tmp_path / "fg.json"
-    args = ["foreground", "--teacher", str(teacher_file), "--iterations", "1", "2", "--ratio", "0.5",
-            "--num-images", "20", "--image-sets", *paths, "--out", str(out), "--no-progress", "--threads", "1"]
+    args = [
+        "foreground",
+        "--teacher",
+        str(teacher_file),
+        "--iterations",
+        "1",
+        "2",
+        "--ratio",
+        "0.5",
+        "--num-images",
+        "20",
+        "--image-sets",
+        *paths,
+        "--out",
+        str(out),
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
     assert main(args) == 0
     record = json.loads(out.read_text())
     assert set(record["inverted"]) == {"smi", "dense"}

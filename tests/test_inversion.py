@@ -35,7 +35,11 @@ def test_stopped_patches_are_never_updated_after_stopping(tiny_teacher) -> None:
     snapshots: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     cfg = InversionConfig(iterations=12, keep_best=False, **FAST)
     policy = RandomStopping(StoppingSchedule((2, 5), (0.5, 0.5)))
-    run = InversionRun(InversionRequest(tiny_teacher, torch.arange(4), cfg), policy=policy, on_iteration=lambda t, x, a: snapshots.append((t, x.clone(), a.clone())))
+    run = InversionRun(
+        InversionRequest(tiny_teacher, torch.arange(4), cfg),
+        policy=policy,
+        on_iteration=lambda t, x, a: snapshots.append((t, x.clone(), a.clone())),
+    )
     result = run.run()[0]
     vit = run.vit
     final_active = snapshots[-1][2]
@@ -56,7 +60,9 @@ def test_paper_schedule_kept_counts_on_14x14_grid() -> None:
     teacher = make_teacher(make_tiny_vit(img_size=56, patch_size=4, embed_dim=16, depth=1, num_heads=1), img_size=56)
     cfg = InversionConfig(iterations=8, **FAST)
     schedule = StoppingSchedule((1, 2, 3, 4), (0.3,) * 4)
-    result = invert(InversionRequest(teacher, torch.arange(4), cfg, progress=False), policy=AttentionStopping(schedule))[0]
+    result = invert(
+        InversionRequest(teacher, torch.arange(4), cfg, progress=False), policy=AttentionStopping(schedule)
+    )[0]
     assert result.stats.active_tokens == [196, 196, 137, 95, 66, 46, 46, 46]
     assert result.stats.active_tokens == active_tokens_per_iteration(schedule, 196, 8)
     assert result.keep_masks.view(4, -1).sum(1).tolist() == [46] * 4
@@ -64,7 +70,12 @@ def test_paper_schedule_kept_counts_on_14x14_grid() -> None:
 
 @pytest.mark.parametrize(
     "iterations,ratios,match",
-    [((50, 40), (0.3, 0.3), "strictly increasing"), ((10,), (1.0,), "outside"), ((10,), (0.0,), "outside"), ((1, 2), (0.3,), "ratios")],
+    [
+        ((50, 40), (0.3, 0.3), "strictly increasing"),
+        ((10,), (1.0,), "outside"),
+        ((10,), (0.0,), "outside"),
+        ((1, 2), (0.3,), "ratios"),
+    ],
 )
 def test_bad_schedules_are_clear_errors(iterations, ratios, match) -> None:
     with pytest.raises(SMIError, match=match):
@@ -178,13 +189,17 @@ def test_patch_space_priors_equal_image_priors(img_size: int, patch: int) -> Non
     pixel = active.view(3, 1, grid, grid).repeat_interleave(patch, 2).repeat_interleave(patch, 3)
     reference = image_priors(x, pixel, weights)
     (g_ref,) = torch.autograd.grad(reference.sum(), x)
-    patches = x.reshape(3, 3, grid, patch, grid, patch).permute(0, 2, 4, 1, 3, 5).reshape(3, grid * grid, 3, patch, patch)
+    patches = (
+        x.reshape(3, 3, grid, patch, grid, patch).permute(0, 2, 4, 1, 3, 5).reshape(3, grid * grid, 3, patch, patch)
+    )
     # Samples keep different counts here; the loop has equal counts, so check one sample at a time.
     fast, g_fast = [], torch.zeros_like(x)
     for i in range(3):
         positions = mask_to_positions(active[i : i + 1])
         kept = gather_patches(patches[i : i + 1], positions)
-        value = patch_priors(kept, PatchNeighbours.from_positions(positions, (grid, grid)), (3, img_size, img_size), weights)
+        value = patch_priors(
+            kept, PatchNeighbours.from_positions(positions, (grid, grid)), (3, img_size, img_size), weights
+        )
         (g,) = torch.autograd.grad(value.sum(), x)
         fast.append(value)
         g_fast += g

@@ -13,7 +13,13 @@ from smi.errors import SMIError
 from smi.inversion import InversionConfig, InversionRequest, InversionRun, invert
 from smi.inversion.jitter import PatchJitter, PixelJitter, PixelJitterSampler, official_patch_shift
 from smi.inversion.official import OfficialInversionRun, official_denormalize, official_scoring_iterations
-from smi.inversion.policies import AttentionStopping, NoStopping, RandomStopping, keep_top, official_keep_count, official_output_keep_count
+from smi.inversion.policies import (
+    AttentionStopping,
+    RandomStopping,
+    keep_top,
+    official_keep_count,
+    official_output_keep_count,
+)
 from smi.inversion.priors import PriorWeights, batch_priors, batch_total_variation, image_priors
 from smi.inversion.schedule import StoppingSchedule, keep_count
 from smi.methods.synthesize import official_targets, sample_targets
@@ -45,7 +51,9 @@ def test_batch_tv_is_sqrt_batch_times_stronger_per_image_than_the_suite_prior() 
 
 
 def test_official_step_is_batch_mean_ce_plus_batch_tv(tiny_teacher) -> None:
-    run = OfficialInversionRun(InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(iterations=1, **OFFICIAL)))
+    run = OfficialInversionRun(
+        InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(iterations=1, **OFFICIAL))
+    )
     x = torch.randn(4, 3, 32, 32)
     positions = torch.arange(64).expand(4, 64)
     loss, _ = run.image_step(x, positions, None, False)
@@ -57,7 +65,18 @@ def test_official_step_is_batch_mean_ce_plus_batch_tv(tiny_teacher) -> None:
 # ---------------------------------------------------------------- jitter and the token remap
 @pytest.mark.parametrize(
     "offset,patch,shift",
-    [(0, 16, 0), (7, 16, 0), (8, 16, 1), (-5, 16, 0), (-8, 16, 0), (-9, 16, -1), (24, 16, 2), (28, 16, 2), (-28, 16, -2), (2, 4, 1)],
+    [
+        (0, 16, 0),
+        (7, 16, 0),
+        (8, 16, 1),
+        (-5, 16, 0),
+        (-8, 16, 0),
+        (-9, 16, -1),
+        (24, 16, 2),
+        (28, 16, 2),
+        (-28, 16, -2),
+        (2, 4, 1),
+    ],
 )
 def test_official_patch_shift_rounds_to_the_nearest_patch_ties_up(offset: int, patch: int, shift: int) -> None:
     assert official_patch_shift(offset, patch) == shift
@@ -86,7 +105,9 @@ def test_whole_patch_pixel_roll_feeds_the_tokens_the_suite_loop_feeds(tiny_teach
     # A roll by whole patches moves every token's content exactly with its remapped position.
     config = InversionConfig(iterations=1, tv_l2=0.0, **OFFICIAL)
     official = OfficialInversionRun(InversionRequest(tiny_teacher, torch.arange(4), config))
-    suite = InversionRun(InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(iterations=1, tv_l2=0.0, batch_size=4)))
+    suite = InversionRun(
+        InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(iterations=1, tv_l2=0.0, batch_size=4))
+    )
     x = torch.randn(4, 3, 32, 32)
     active = torch.zeros(4, 64, dtype=torch.bool)
     active[:, 5:40] = True
@@ -194,7 +215,9 @@ def test_output_is_the_final_iterate_with_the_rederived_mask(tiny_teacher) -> No
 
 
 def test_dense_official_output_keeps_every_patch_and_stopped_patches_keep_moving(tiny_teacher) -> None:
-    dense = invert(InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(iterations=4, **OFFICIAL), progress=False))[0]
+    dense = invert(
+        InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(iterations=4, **OFFICIAL), progress=False)
+    )[0]
     assert bool(dense.keep_masks.all())
     seen: list[torch.Tensor] = []
     config = InversionConfig(iterations=8, **OFFICIAL)
@@ -213,8 +236,7 @@ def test_dense_official_output_keeps_every_patch_and_stopped_patches_keep_moving
 
 
 def test_official_runs_are_deterministic_and_record_the_protocol(tiny_teacher) -> None:
-    from smi.methods import SparseModelInversion
-    from smi.methods import ScheduleParams
+    from smi.methods import ScheduleParams, SparseModelInversion
     from smi.methods.synthesize import synthesize
 
     method = SparseModelInversion(ScheduleParams(iterations=(2, 4), ratio=0.3))
@@ -232,7 +254,9 @@ def test_bf16_autocast_keeps_the_flop_count(tiny_teacher) -> None:
     policy = AttentionStopping(StoppingSchedule((1,), (0.3,)))
     for protocol in ("suite", "official"):
         base = dict(iterations=3, batch_size=4, warmup_iterations=0, protocol=protocol)
-        fp32 = invert(InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(**base), progress=False), policy=policy)[0]
+        fp32 = invert(
+            InversionRequest(tiny_teacher, torch.arange(4), InversionConfig(**base), progress=False), policy=policy
+        )[0]
         bf16_config = InversionConfig(precision="bf16", **base)
         bf16 = invert(InversionRequest(tiny_teacher, torch.arange(4), bf16_config, progress=False), policy=policy)[0]
         assert bf16.stats.flops_total == fp32.stats.flops_total > 0

@@ -44,7 +44,9 @@ def _is_sync(func, args) -> bool:
     if packet in SYNCING:
         return True
     if packet in INDEXING and len(args) > 1:
-        return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1] if i is not None)
+        return any(
+            isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1] if i is not None
+        )
     return False
 
 

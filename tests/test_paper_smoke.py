@@ -86,8 +86,9 @@ def _rescale_iterations(node: Any, old_total: int) -> None:
             _rescale_iterations(item, old_total)
 
 
-def smoke_config(paper: dict[str, Any], roots: dict[str, str], weights: dict[str, str],
-                 checkpoints: dict[str, str] | None = None) -> dict[str, Any]:
+def smoke_config(
+    paper: dict[str, Any], roots: dict[str, str], weights: dict[str, str], checkpoints: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The paper config with only its scale changed (see the module docstring).
 
     Args:
@@ -124,8 +125,9 @@ def smoke_config(paper: dict[str, Any], roots: dict[str, str], weights: dict[str
         cfg["teachers"][teacher_id]["checkpoint"] = path
     for teacher in cfg["teachers"].values():
         if teacher.get("recipe"):
-            teacher["recipe"].update(epochs=EPOCHS, batch_size=BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE,
-                                     num_workers=0)  # fmt: skip
+            teacher["recipe"].update(
+                epochs=EPOCHS, batch_size=BATCH_SIZE, eval_batch_size=EVAL_BATCH_SIZE, num_workers=0
+            )
     for exp in cfg["experiments"]:
         exp["seeds"] = exp["seeds"][:1]
         if exp.get("num_images"):
@@ -148,8 +150,11 @@ def smoke_config(paper: dict[str, Any], roots: dict[str, str], weights: dict[str
 def checkpoint_teachers(cfg: dict[str, Any]) -> dict[str, tuple[str, int, dict[str, Any]]]:
     """``source: checkpoint`` teachers: id -> (timm model, class count of its dataset, model kwargs)."""
     classes = {e["teacher"]: CLASS_COUNTS[cfg["datasets"][e["dataset"]]["name"]] for e in cfg["experiments"]}
-    return {t: (spec["model"], classes[t], dict(spec.get("model_kwargs") or {}))
-            for t, spec in cfg["teachers"].items() if spec["source"] == "checkpoint" and t in classes}  # fmt: skip
+    return {
+        t: (spec["model"], classes[t], dict(spec.get("model_kwargs") or {}))
+        for t, spec in cfg["teachers"].items()
+        if spec["source"] == "checkpoint" and t in classes
+    }
 
 
 def needed_classes(cfg: dict[str, Any], dataset_id: str) -> list[int]:
@@ -189,8 +194,10 @@ def paper_smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
         # A fine-tuned teacher's file as the official code loads it: a plain state dict, its own head.
         Path(files[teacher_id]).parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
-        torch.save(timm.create_model(model, pretrained=False, num_classes=num_classes, **kwargs).state_dict(),
-                   files[teacher_id])  # fmt: skip
+        torch.save(
+            timm.create_model(model, pretrained=False, num_classes=num_classes, **kwargs).state_dict(),
+            files[teacher_id],
+        )
     for dataset_id, dataset in cfg["datasets"].items():
         name = dataset["name"]
         if name not in BUILDERS:
@@ -207,10 +214,24 @@ def paper_smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
     start, cpu_start = time.perf_counter(), _children_cpu_s()
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-         "--cores", str(CORES), "--configfile", str(config_file)],
-        capture_output=True, text=True, timeout=TIMEOUT_S, env=offline_env(cache),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(work),
+            "--cores",
+            str(CORES),
+            "--configfile",
+            str(config_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=offline_env(cache),
+    )
     wall, cpu = time.perf_counter() - start, _children_cpu_s() - cpu_start
     if proc.returncode != 0:
         raise AssertionError(f"paper smoke run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
@@ -247,16 +268,28 @@ def test_every_rule_of_the_paper_dag_ran(paper_smoke) -> None:
     teachers = summary[summary["kind"] == "teacher"]
     assert set(zip(teachers["dataset"], teachers["teacher"])) == pairs
     for exp in cfg["experiments"]:
-        inv = summary[(summary["kind"] == "inversion") & (summary["dataset"] == exp["dataset"])
-                      & (summary["teacher"] == exp["teacher"])]  # fmt: skip
+        inv = summary[
+            (summary["kind"] == "inversion")
+            & (summary["dataset"] == exp["dataset"])
+            & (summary["teacher"] == exp["teacher"])
+        ]
         assert set(inv["method"]) == set(exp["methods"]), exp
     quant = summary[summary["kind"] == "quantization"]
-    expected_quant = {(e["teacher"], m, w, a) for e in cfg["experiments"] if e.get("quantize", True)
-                      for m in e["methods"] for w, a in cfg["quantization"]["bits"]}  # fmt: skip
+    expected_quant = {
+        (e["teacher"], m, w, a)
+        for e in cfg["experiments"]
+        if e.get("quantize", True)
+        for m in e["methods"]
+        for w, a in cfg["quantization"]["bits"]
+    }
     assert set(zip(quant["teacher"], quant["calibration"], quant["w_bits"], quant["a_bits"])) == expected_quant
     kd = summary[summary["kind"] == "distillation"]
-    expected_kd = {(e["dataset"], e["teacher"], m, s) for e in cfg["experiments"]
-                   for m in e.get("distill", e["methods"]) for s in e.get("students", cfg["distillation"]["students"])}  # fmt: skip
+    expected_kd = {
+        (e["dataset"], e["teacher"], m, s)
+        for e in cfg["experiments"]
+        for m in e.get("distill", e["methods"])
+        for s in e.get("students", cfg["distillation"]["students"])
+    }
     assert set(zip(kd["dataset"], kd["teacher"], kd["method"], kd["student"])) == expected_kd
     # DeiT-T ran at its real 224 px: 196 patches.
     tiny = [t for t, spec in cfg["teachers"].items() if spec["model"] in FULL_SIZE_MODELS]
@@ -290,7 +323,9 @@ def test_every_table_has_a_row_per_method_and_teacher(paper_smoke) -> None:
         for method in exp.get("distill", exp["methods"]):
             hits = [r for r in distillation if exp["teacher"] in r and _label(method) in r]
             assert hits, f"distillation table lacks {exp['teacher']} / {method}"
-    counts = {name: len(_rows(run / "tables" / f"{name}.md")) for name in ("efficiency", "quantization", "distillation")}
+    counts = {
+        name: len(_rows(run / "tables" / f"{name}.md")) for name in ("efficiency", "quantization", "distillation")
+    }
     print(f"table rows: {counts}")
     for figure in FIGURE_NAMES:
         assert (run / "figures" / f"{figure}.png").stat().st_size > 1000

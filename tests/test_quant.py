@@ -197,10 +197,14 @@ def test_w8a8_real_calibration_close_to_fp_and_deterministic(trained) -> None:
 def test_bad_calibration_sets_rejected(trained) -> None:
     teacher, images, labels, test_set = trained
     config = QuantConfig()
-    empty = ImageSet(torch.zeros(0, 3, SIZE, SIZE), torch.zeros(0, *GRID, dtype=torch.bool), torch.zeros(0, dtype=torch.long))
+    empty = ImageSet(
+        torch.zeros(0, 3, SIZE, SIZE), torch.zeros(0, *GRID, dtype=torch.bool), torch.zeros(0, dtype=torch.long)
+    )
     with pytest.raises(SMIError, match="empty"):
         run_ptq(teacher, empty, test_set, config, 0, "cpu", progress=False)
-    wrong_size = ImageSet(torch.rand(40, 3, 32, 32), torch.ones(40, 8, 8, dtype=torch.bool), torch.zeros(40, dtype=torch.long))
+    wrong_size = ImageSet(
+        torch.rand(40, 3, 32, 32), torch.ones(40, 8, 8, dtype=torch.bool), torch.zeros(40, dtype=torch.long)
+    )
     with pytest.raises(SMIError, match="another teacher"):
         run_ptq(teacher, wrong_size, test_set, config, 0, "cpu", progress=False)
     wrong_classes = dense_set(images[:40], labels[:40], "real")
@@ -223,12 +227,43 @@ def test_cli_writes_metrics(trained, tmp_path, monkeypatch) -> None:
     calib = tmp_path / "set.pt"
     dense_set(images[:64], labels[:64], "real").save(calib)
     out = tmp_path / "q.json"
-    argv = ["quantize", "--teacher", "t.pt", "--dataset-spec", '{"name": "toy"}', "--calib-set", str(calib),
-            "--calib-size", "32", "--w-bits", "4", "--a-bits", "8", "--out", str(out), "--no-progress"]  # fmt: skip
+    argv = [
+        "quantize",
+        "--teacher",
+        "t.pt",
+        "--dataset-spec",
+        '{"name": "toy"}',
+        "--calib-set",
+        str(calib),
+        "--calib-size",
+        "32",
+        "--w-bits",
+        "4",
+        "--a-bits",
+        "8",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     record = json.loads(out.read_text())
-    for key in ("kind", "dataset", "teacher", "model_name", "calibration", "seed", "w_bits", "a_bits", "calib_size",
-                "top1", "top5", "fp_top1", "fp_top5", "range_estimator", "provenance"):  # fmt: skip
+    for key in (
+        "kind",
+        "dataset",
+        "teacher",
+        "model_name",
+        "calibration",
+        "seed",
+        "w_bits",
+        "a_bits",
+        "calib_size",
+        "top1",
+        "top5",
+        "fp_top1",
+        "fp_top5",
+        "range_estimator",
+        "provenance",
+    ):
         assert key in record, key
     assert record["kind"] == "quantization" and record["calibration"] == "real" and record["teacher"] == "t"
     assert (record["w_bits"], record["a_bits"], record["calib_size"]) == (4, 8, 32)

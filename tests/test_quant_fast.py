@@ -37,12 +37,16 @@ def hard_values(scale: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     """Random values at several magnitudes, exact ties (k + 0.5) * s, clipped extremes and specials."""
     k = torch.randint(-70000, 70000, (2000,), generator=generator).float()
     magnitude = 10.0 ** torch.empty(4000).uniform_(-4, 4, generator=generator)
-    return torch.cat([
-        torch.randn(4000, generator=generator) * magnitude,
-        (k + 0.5) * scale, k * scale, (k + 0.5) / (1.0 / scale),
-        -torch.rand(500, generator=generator) * scale * 0.49,  # rounds to -0.0
-        torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 3e38, -3e38]),
-    ])  # fmt: skip
+    return torch.cat(
+        [
+            torch.randn(4000, generator=generator) * magnitude,
+            (k + 0.5) * scale,
+            k * scale,
+            (k + 0.5) / (1.0 / scale),
+            -torch.rand(500, generator=generator) * scale * 0.49,  # rounds to -0.0
+            torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 3e38, -3e38]),
+        ]
+    )
 
 
 @pytest.mark.parametrize("bits", range(2, 17))
@@ -78,7 +82,9 @@ def test_fast_fake_quantize_per_channel_and_inputs_untouched() -> None:
         fast = fake_quantize(weight, scale, zero_point, grid)
     assert same_bits(weight, before)  # not in place unless asked
     assert same_bits(fast, reference(weight, scale, zero_point, grid))
-    ref = torch.fake_quantize_per_channel_affine(weight, scale.flatten(), zero_point.flatten().int(), 0, grid.qmin, grid.qmax)
+    ref = torch.fake_quantize_per_channel_affine(
+        weight, scale.flatten(), zero_point.flatten().int(), 0, grid.qmin, grid.qmax
+    )
     assert same_bits(fast, ref)
 
 
@@ -123,11 +129,13 @@ def test_vectorised_mse_search_matches_one_candidate_at_a_time(official: bool, b
     gen = torch.Generator().manual_seed(bits + 100 * official)
     grid = IntGrid.asymmetric(bits)
     if official:
-        arithmetic = RangeQuantizer(lambda lo, hi: official_act_qparams(lo, hi, bits),
-                                    lambda v, s, z: official_fake_quantize(v, s, z, bits))  # fmt: skip
+        arithmetic = RangeQuantizer(
+            lambda lo, hi: official_act_qparams(lo, hi, bits), lambda v, s, z: official_fake_quantize(v, s, z, bits)
+        )
     else:
-        arithmetic = RangeQuantizer(lambda lo, hi: asymmetric_qparams(lo, hi, grid),
-                                    lambda v, s, z: fake_quantize(v, s, z, grid))  # fmt: skip
+        arithmetic = RangeQuantizer(
+            lambda lo, hi: asymmetric_qparams(lo, hi, grid), lambda v, s, z: fake_quantize(v, s, z, grid)
+        )
     # Sizes that are not multiples of the vector width put candidate rows at unaligned addresses.
     for shape, size in (("gauss", 20000), ("heavy", 20011), ("positive", 4099)):
         sample = torch.randn(size, generator=gen)

@@ -26,8 +26,18 @@ from tests.tiny import make_teacher, make_tiny_vit
 # PSAQ-ViT's models/vit_quant.py (VisionTransformer.forward_features, Block.forward,
 # Attention.forward) and models/layers_quant.py (PatchEmbed.forward without norm, Mlp.forward).
 OFFICIAL_PREFIX = ["qact_input", "patch_embed.QuantAct", "qact_embed", "qact_pos", "qact1"]
-OFFICIAL_BLOCK = ["qact1", "attn.qact1", "attn.qact_attn1", "attn.qact2", "attn.qact3",
-                  "qact2", "qact3", "mlp.QuantAct1", "mlp.QuantAct2", "qact4"]  # fmt: skip
+OFFICIAL_BLOCK = [
+    "qact1",
+    "attn.qact1",
+    "attn.qact_attn1",
+    "attn.qact2",
+    "attn.qact3",
+    "qact2",
+    "qact3",
+    "mlp.QuantAct1",
+    "mlp.QuantAct2",
+    "qact4",
+]
 OFFICIAL_SUFFIX = ["qact2", "act_out"]
 IMG, PATCH = 32, 4
 GRID = (IMG // PATCH, IMG // PATCH)
@@ -44,9 +54,11 @@ def record_inputs(qmodel: OfficialQuantViT) -> tuple[list[str], dict[str, torch.
     seen: dict[str, torch.Tensor] = {}
     handles = []
     for name, module in qmodel.act_quantizers():
+
         def hook(_m, args, name=name):
             order.append(name)
             seen[name] = args[0].detach().clone()
+
         handles.append(module.register_forward_pre_hook(hook))
     return order, seen, handles
 
@@ -59,6 +71,7 @@ def timm_intermediates(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.T
     def keep(name, pre=False):
         def hook(_m, args, result=None):
             out[name] = (args[0] if pre else result).detach().clone()
+
         return hook
 
     handles.append(model.patch_embed.register_forward_hook(keep("patch_embed.QuantAct")))
@@ -111,7 +124,16 @@ def test_deit_tiny_has_the_127_official_quantizers_in_place() -> None:
     close("qact1", ref["blocks.0.in"])
     for i in range(12):
         b = f"blocks.{i}."
-        for name in ("qact1", "attn.qact1", "attn.qact2", "attn.qact3", "qact3", "mlp.QuantAct1", "mlp.QuantAct2", "qact4"):
+        for name in (
+            "qact1",
+            "attn.qact1",
+            "attn.qact2",
+            "attn.qact3",
+            "qact3",
+            "mlp.QuantAct1",
+            "mlp.QuantAct2",
+            "qact4",
+        ):
             close(b + name, ref[b + name])
         close(b + "qact2", ref[b + "in"] + ref[b + "attn.qact3"])  # first residual sum
         qkv = ref[b + "attn.qact1"].reshape(2, 197, 3, 3, 64).permute(2, 0, 3, 1, 4)
@@ -177,7 +199,9 @@ def test_official_ranges_are_observed_with_full_precision_weights() -> None:
     teacher = make_teacher(make_tiny_vit(depth=2))
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(8, 3, IMG, IMG, generator=gen)
-    real = ImageSet(images, torch.ones(8, *GRID, dtype=torch.bool), torch.zeros(8, dtype=torch.long), {"method": "real"})
+    real = ImageSet(
+        images, torch.ones(8, *GRID, dtype=torch.bool), torch.zeros(8, dtype=torch.long), {"method": "real"}
+    )
     config = QuantConfig(protocol="official", w_bits=4, a_bits=8, calib_batch_size=8)
 
     # What an FP forward shows at each point (quantizers off, weights full precision).
@@ -245,8 +269,9 @@ def test_official_sparse_calibration_zeroes_stopped_patches_and_runs_kept_tokens
     config = QuantConfig(protocol="official", calib_batch_size=4)
 
     def calibrated(content: float) -> OfficialQuantViT:
-        filled = torch.where(masks.repeat_interleave(PATCH, 1).repeat_interleave(PATCH, 2)[:, None], images,
-                             torch.full((), content))  # fmt: skip
+        filled = torch.where(
+            masks.repeat_interleave(PATCH, 1).repeat_interleave(PATCH, 2)[:, None], images, torch.full((), content)
+        )
         qmodel = quantize_vit(teacher.model, config)
         calibrate(qmodel, ImageSet(filled, masks, labels, {"method": "smi"}), teacher.normalize, 4, "cpu", False)
         return qmodel
@@ -316,8 +341,9 @@ def test_cli_protocol_and_two_estimators(tmp_path, monkeypatch) -> None:
 
     teacher = make_teacher(make_tiny_vit(depth=1))
     gen = torch.Generator().manual_seed(0)
-    test_set = torch.utils.data.TensorDataset(teacher.normalize(torch.rand(16, 3, IMG, IMG, generator=gen)),
-                                              torch.randint(0, 10, (16,), generator=gen))  # fmt: skip
+    test_set = torch.utils.data.TensorDataset(
+        teacher.normalize(torch.rand(16, 3, IMG, IMG, generator=gen)), torch.randint(0, 10, (16,), generator=gen)
+    )
 
     class Spec:
         name = "toy"
@@ -325,12 +351,34 @@ def test_cli_protocol_and_two_estimators(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(cli, "load_teacher", lambda path, device: teacher)
     monkeypatch.setattr(cli, "load_split", lambda values, split, t: (Spec, test_set))
     calib = tmp_path / "set.pt"
-    ImageSet(torch.rand(8, 3, IMG, IMG, generator=gen), torch.ones(8, *GRID, dtype=torch.bool),
-             torch.zeros(8, dtype=torch.long), {"method": "smi"}).save(calib)  # fmt: skip
+    ImageSet(
+        torch.rand(8, 3, IMG, IMG, generator=gen),
+        torch.ones(8, *GRID, dtype=torch.bool),
+        torch.zeros(8, dtype=torch.long),
+        {"method": "smi"},
+    ).save(calib)
     outs = [tmp_path / f"{n}.json" for n in ("w4a8-minmax", "w4a8-mse")]
-    argv = ["quantize", "--teacher", "t.pt", "--dataset-spec", '{"name": "toy"}', "--calib-set", str(calib),
-            "--calib-size", "8", "--bits", "4/8", "--range-estimator", "minmax", "mse", "--protocol", "official",
-            "--out", *map(str, outs), "--no-progress"]  # fmt: skip
+    argv = [
+        "quantize",
+        "--teacher",
+        "t.pt",
+        "--dataset-spec",
+        '{"name": "toy"}',
+        "--calib-set",
+        str(calib),
+        "--calib-size",
+        "8",
+        "--bits",
+        "4/8",
+        "--range-estimator",
+        "minmax",
+        "mse",
+        "--protocol",
+        "official",
+        "--out",
+        *map(str, outs),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     records = [json.loads(p.read_text()) for p in outs]
     assert [r["range_estimator"] for r in records] == ["minmax", "mse"]
@@ -346,18 +394,44 @@ def test_quantization_table_has_min_max_and_mse_rows() -> None:
     from smi.report.tables import quantization_table
 
     def record(calibration: str, estimator: str, seed: int, top1: float) -> dict:
-        return {"kind": "quantization", "dataset": "digits", "teacher": "vit-t", "calibration": calibration,
-                "seed": seed, "w_bits": 4, "a_bits": 4, "range_estimator": estimator, "protocol": "official",
-                "calib_size": 32, "top1": top1, "fp_top1": 90.0}  # fmt: skip
+        return {
+            "kind": "quantization",
+            "dataset": "digits",
+            "teacher": "vit-t",
+            "calibration": calibration,
+            "seed": seed,
+            "w_bits": 4,
+            "a_bits": 4,
+            "range_estimator": estimator,
+            "protocol": "official",
+            "calib_size": 32,
+            "top1": top1,
+            "fp_top1": 90.0,
+        }
 
-    records = [record("noise", "minmax", 0, 70.0), record("smi", "minmax", 0, 60.0), record("real", "minmax", 0, 80.0),
-               record("noise", "mse", 0, 72.0), record("smi", "mse", 0, 75.0), record("real", "mse", 0, 85.0),
-               record("smi", "mse", 1, 77.0)]  # fmt: skip
+    records = [
+        record("noise", "minmax", 0, 70.0),
+        record("smi", "minmax", 0, 60.0),
+        record("real", "minmax", 0, 80.0),
+        record("noise", "mse", 0, 72.0),
+        record("smi", "mse", 0, 75.0),
+        record("real", "mse", 0, 85.0),
+        record("smi", "mse", 1, 77.0),
+    ]
     table = quantization_table(aggregate([(f"r{i}", r) for i, r in enumerate(records)]).summary)
     text = render_markdown(table)
-    rows = [[p.strip() for p in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")][2:]
-    assert [r[:2] for r in rows] == [["", "FP (reference)"], ["min/max", "Noise"], ["min/max", "Real data"],
-                                     ["min/max", "SMI"], ["MSE", "Noise"], ["MSE", "Real data"], ["MSE", "SMI"]]  # fmt: skip
+    rows = [
+        [p.strip() for p in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")
+    ][2:]
+    assert [r[:2] for r in rows] == [
+        ["", "FP (reference)"],
+        ["min/max", "Noise"],
+        ["min/max", "Real data"],
+        ["min/max", "SMI"],
+        ["MSE", "Noise"],
+        ["MSE", "Real data"],
+        ["MSE", "SMI"],
+    ]
     by_row = {tuple(r[:2]): r[2] for r in rows}
     assert by_row[("", "FP (reference)")] == "90.00"
     assert by_row[("min/max", "Noise")] == "**70.00**"  # best data-free source within the min/max block

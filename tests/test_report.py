@@ -70,7 +70,11 @@ def test_summary_is_tidy_scalars_with_flattened_dicts(agg):
     assert "extra_key_from_a_newer_writer" in summary  # unknown keys are kept
     assert summary["seed"].dtype == "Int64"
     assert summary["kind"].value_counts().to_dict() == {
-        "inversion": 9, "quantization": 13, "distillation": 5, "foreground": 3, "teacher": 1,
+        "inversion": 9,
+        "quantization": 13,
+        "distillation": 5,
+        "foreground": 3,
+        "teacher": 1,
     }
 
 
@@ -88,7 +92,13 @@ def test_long_tables_hold_the_curves(agg):
 
 def test_write_and_read_round_trip(agg, tmp_path):
     written = write_aggregate(agg, tmp_path / "summary.csv")
-    assert {p.name for p in written} == {"summary.csv", "curves.csv", "active_tokens.csv", "loss_curves.csv", "activation_ranges.csv"}
+    assert {p.name for p in written} == {
+        "summary.csv",
+        "curves.csv",
+        "active_tokens.csv",
+        "loss_curves.csv",
+        "activation_ranges.csv",
+    }
     back = read_aggregate(tmp_path)
     assert back.summary.shape == agg.summary.shape
     assert back.summary["seed"].dtype == "Int64"
@@ -140,8 +150,16 @@ def test_efficiency_table_numbers(tables):
 
     text = render_markdown(table)
     rows = {(p[0], p[1]): p for p in md_row_all(text)}
-    assert rows[("shapes", "SMI")][2:] == ["0.940 ± 0.085", "2.25 ± 0.35", "2.50 ± 0.00", "75.00 ± 0.00",
-                                           "**40.0 ± 0.0**", "**60.00 ± 0.00**", "**25.0 ± 0.0**", "**75.00 ± 0.00**"]
+    assert rows[("shapes", "SMI")][2:] == [
+        "0.940 ± 0.085",
+        "2.25 ± 0.35",
+        "2.50 ± 0.00",
+        "75.00 ± 0.00",
+        "**40.0 ± 0.0**",
+        "**60.00 ± 0.00**",
+        "**25.0 ± 0.0**",
+        "**75.00 ± 0.00**",
+    ]
     assert rows[("shapes", "PRI")][-1] == "70.00"  # 30 MiB after the last stop vs dense's 100 MiB
     assert rows[("shapes", "acme")][3] == "**4.00**"  # external method appears and wins speed-up
     assert rows[("digits", "SMI")][3] == ""  # no dense run for digits: left empty ...
@@ -169,7 +187,11 @@ def test_quantization_table_layout_and_numbers(tables):
     assert by_name["SMI"] == ["**78.50 ± 0.00**", "**67.50 ± 0.71**"]  # best data-free source
     assert by_name["Real data"] == ["79.00", "70.00"]  # real data is a reference, never bold
     assert by_name["acme"] == ["", "50.00"]
-    assert cell(table, "vit-t W4/A8 (%)", calibration="dense")[:3] == (pytest.approx(65.5), pytest.approx(math.sqrt(0.5)), 2)
+    assert cell(table, "vit-t W4/A8 (%)", calibration="dense")[:3] == (
+        pytest.approx(65.5),
+        pytest.approx(math.sqrt(0.5)),
+        2,
+    )
 
 
 def test_distillation_table_epochs_to_reach(tables):
@@ -278,8 +300,11 @@ def _image_set(method: str, targets: list[int], keep_ratio: float, seed: int = 0
 
 
 def test_grid_chooses_shared_classes_and_orders_rows():
-    sets = [_image_set("smi", [0, 1, 2, 3], 0.3), _image_set("real", [1, 2, 3, 4], 1.0),
-            _image_set("dense", [2, 3, 5], 1.0)]
+    sets = [
+        _image_set("smi", [0, 1, 2, 3], 0.3),
+        _image_set("real", [1, 2, 3, 4], 1.0),
+        _image_set("dense", [2, 3, 5], 1.0),
+    ]
     assert choose_classes(sets, 2) == [2, 3]  # in all three sets
     fig = image_grid_figure(sets, num_classes=3)
     labels = [ax.get_ylabel() for ax in fig.axes[::3]]
@@ -315,11 +340,31 @@ def test_records_missing_optional_keys_still_render():
 
     records = [
         ("a", {"kind": "inversion", "method": "ext", "time_per_image_s": 1.0}),
-        ("b", {"kind": "inversion", "dataset": "d", "teacher": "t", "method": "dense", "seed": 0,
-               "time_per_image_s": 2.0, "active_tokens": [4, 4]}),
-        ("c", {"kind": "quantization", "calibration": "smi", "top1": 50,
-               "activation_ranges": [{"quantizer": "blocks.0.attn.qkv.act_in", "lo": -1.5, "hi": 2.0}]}),  # fmt: skip
-        ("d", {"kind": "distillation", "method": "smi", "final_top1": 3, "curve": [{"test_top1": 1}, {"test_top1": 3}]}),
+        (
+            "b",
+            {
+                "kind": "inversion",
+                "dataset": "d",
+                "teacher": "t",
+                "method": "dense",
+                "seed": 0,
+                "time_per_image_s": 2.0,
+                "active_tokens": [4, 4],
+            },
+        ),
+        (
+            "c",
+            {
+                "kind": "quantization",
+                "calibration": "smi",
+                "top1": 50,
+                "activation_ranges": [{"quantizer": "blocks.0.attn.qkv.act_in", "lo": -1.5, "hi": 2.0}],
+            },
+        ),
+        (
+            "d",
+            {"kind": "distillation", "method": "smi", "final_top1": 3, "curve": [{"test_top1": 1}, {"test_top1": 3}]},
+        ),
         ("e", {"kind": "foreground", "precision": 0.5}),
         ("f", {"kind": "something_new", "x": [1]}),
     ]
@@ -348,7 +393,9 @@ def test_budgeted_distillation_and_unnamed_foreground(agg):
     assert cell(table, "Top-1 (%)", method="smi", budget="20 GFLOPs of inversion")[0] == pytest.approx(63.5)
     assert "Image budget: 20 GFLOPs of inversion" in render_markdown(table)
     # a foreground record without a method scores SMI's attention policy
-    assert cell(tables["shapes"], "FG precision (%)", method="smi")[0] == pytest.approx(190.0 / 3.0)  # (80 + 70 + 40) / 3
+    assert cell(tables["shapes"], "FG precision (%)", method="smi")[0] == pytest.approx(
+        190.0 / 3.0
+    )  # (80 + 70 + 40) / 3
 
 
 # --- isolated timing and teacher seeds ----------------------------------------------------------
@@ -360,14 +407,34 @@ def timing_record(dataset: str = "shapes", teacher: str = "vit-t", **per_image_s
     rows = []
     for method, times in per_image_s.items():
         speedups = [d / t for d, t in zip(dense, times)] if dense else []
-        rows.append({"method": method, "method_name": method, "batch_size": 4, "images_per_round": 4,
-                     "time_per_image_s": sorted(times)[len(times) // 2], "time_per_round_s": [4 * t for t in times],
-                     "speedup": sorted(speedups)[len(speedups) // 2] if speedups else None,
-                     "speedup_per_round": speedups})  # fmt: skip
-    return {"kind": "timing", "dataset": dataset, "teacher": teacher, "teacher_seed": 0, "model_name": "vit_tiny_patch16_224",
-            "seed": 0, "time_protocol": "interleaved", "rounds": 3, "timed_iterations": 3, "full_iterations": 6,
-            "reference": "dense" if dense else None, "timings": rows, "not_timed": {},
-            "provenance": {"threads": 1, "seed": 0}}  # fmt: skip
+        rows.append(
+            {
+                "method": method,
+                "method_name": method,
+                "batch_size": 4,
+                "images_per_round": 4,
+                "time_per_image_s": sorted(times)[len(times) // 2],
+                "time_per_round_s": [4 * t for t in times],
+                "speedup": sorted(speedups)[len(speedups) // 2] if speedups else None,
+                "speedup_per_round": speedups,
+            }
+        )
+    return {
+        "kind": "timing",
+        "dataset": dataset,
+        "teacher": teacher,
+        "teacher_seed": 0,
+        "model_name": "vit_tiny_patch16_224",
+        "seed": 0,
+        "time_protocol": "interleaved",
+        "rounds": 3,
+        "timed_iterations": 3,
+        "full_iterations": 6,
+        "reference": "dense" if dense else None,
+        "timings": rows,
+        "not_timed": {},
+        "provenance": {"threads": 1, "seed": 0},
+    }
 
 
 def with_records(tmp_path: Path, records: dict[str, dict]) -> Path:
@@ -393,10 +460,16 @@ def test_timing_record_becomes_one_row_per_timed_method():
 
 
 def test_efficiency_table_takes_time_and_speedup_from_the_timing_job(tmp_path):
-    root = with_records(tmp_path, {"timing/shapes/vit-t.json": timing_record(dense=[2.0, 2.0, 2.0], smi=[0.5, 0.5, 0.4],
-                                                                             pri=[0.25, 0.25, 0.25])})
+    root = with_records(
+        tmp_path,
+        {"timing/shapes/vit-t.json": timing_record(dense=[2.0, 2.0, 2.0], smi=[0.5, 0.5, 0.4], pri=[0.25, 0.25, 0.25])},
+    )
     table = build_tables(aggregate_files(find_metrics(root), root=root))["efficiency"]
-    assert cell(table, "Speed-up (×)", dataset="shapes", method="smi")[:3] == (pytest.approx(4.0), pytest.approx(math.nan, nan_ok=True), 1)
+    assert cell(table, "Speed-up (×)", dataset="shapes", method="smi")[:3] == (
+        pytest.approx(4.0),
+        pytest.approx(math.nan, nan_ok=True),
+        1,
+    )
     assert cell(table, "Time / image (s)", dataset="shapes", method="smi")[0] == pytest.approx(0.5)
     assert cell(table, "Speed-up (×)", dataset="shapes", method="pri")[0] == pytest.approx(8.0)
     # FLOPs and memory still come from the inversion jobs, per seed.
@@ -418,16 +491,29 @@ def test_ratios_and_cells_are_per_teacher_seed(tmp_path):
     # A second teacher (teacher seed 1) of shapes/vit-t with the same inversion seed 0: its SMI
     # must be paired with its own dense run, and the table's cells pool both teachers.
     def inversion(method: str, gflops: float) -> dict:
-        return {"kind": "inversion", "dataset": "shapes", "teacher": "vit-t", "teacher_seed": 1, "method": method,
-                "seed": 0, "time_per_image_s": 1.0, "gflops_per_image": gflops, "peak_memory_bytes": 2**20,
-                "peak_memory_after_last_stop_bytes": 2**20, "memory_kind": "cpu_saved_activations"}  # fmt: skip
+        return {
+            "kind": "inversion",
+            "dataset": "shapes",
+            "teacher": "vit-t",
+            "teacher_seed": 1,
+            "method": method,
+            "seed": 0,
+            "time_per_image_s": 1.0,
+            "gflops_per_image": gflops,
+            "peak_memory_bytes": 2**20,
+            "peak_memory_after_last_stop_bytes": 2**20,
+            "memory_kind": "cpu_saved_activations",
+        }
 
     fg = json.loads((FIXTURES / "foreground/shapes/vit-t/smi/seed0.json").read_text())
-    root = with_records(tmp_path, {
-        "images/shapes/vit-t.tseed1/dense/seed0.json": inversion("dense", 8.0),
-        "images/shapes/vit-t.tseed1/smi/seed0.json": inversion("smi", 4.0),
-        "foreground/shapes/vit-t.tseed1/smi/seed0.json": {**fg, "teacher_seed": 1, "precision": 0.6},
-    })
+    root = with_records(
+        tmp_path,
+        {
+            "images/shapes/vit-t.tseed1/dense/seed0.json": inversion("dense", 8.0),
+            "images/shapes/vit-t.tseed1/smi/seed0.json": inversion("smi", 4.0),
+            "foreground/shapes/vit-t.tseed1/smi/seed0.json": {**fg, "teacher_seed": 1, "precision": 0.6},
+        },
+    )
     agg = aggregate_files(find_metrics(root), root=root)
     inv = agg.summary[agg.summary["kind"] == "inversion"]
     ratios = ratios_to_dense(inv)

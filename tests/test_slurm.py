@@ -55,11 +55,14 @@ TEST_ENV = {
 # is no slurmdbd for sacct), start polling after 2 s instead of 40 s, no retries (a
 # broken job should fail the test at once, not three times).
 SLURM_TEST_OPTIONS = [
-    "--slurm-status-command", "squeue",
-    "--slurm-init-seconds-before-status-checks", "2",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
     "--slurm-keep-successful-logs",
-    "--retries", "0",
-]  # fmt: skip
+    "--retries",
+    "0",
+]
 # Upper bound of one snakemake run (the CI workflow takes about 2 minutes on an idle
 # 2-core machine; shared machines are slower). A hung run fails instead of blocking CI.
 RUN_TIMEOUT_S = 900
@@ -130,9 +133,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
         assert start.returncode == 0, f"start.sh failed:\n{start.stdout}{start.stderr}"
         yield Cluster(state=state, cpus=os.cpu_count() or 1)
     finally:
-        stop = subprocess.run(
-            ["bash", str(HARNESS / "stop.sh"), str(state)], capture_output=True, text=True
-        )
+        stop = subprocess.run(["bash", str(HARNESS / "stop.sh"), str(state)], capture_output=True, text=True)
     assert stop.returncode == 0, f"stop.sh failed:\n{stop.stdout}{stop.stderr}"
     left = {name: pid for name, pid in started.items() if _alive(pid)}
     assert not left, f"daemons still running after stop.sh: {left}"
@@ -292,8 +293,11 @@ def compare_trees(reference: Path, other: Path) -> list[str]:
         One message per difference; empty when the runs agree.
     """
     files = [{p.relative_to(root) for p in root.rglob("*") if p.is_file()} for root in (reference, other)]
-    diffs = [f"only in {root}: {sorted(map(str, extra))}" for root, extra in
-             ((reference, files[0] - files[1]), (other, files[1] - files[0])) if extra]  # fmt: skip
+    diffs = [
+        f"only in {root}: {sorted(map(str, extra))}"
+        for root, extra in ((reference, files[0] - files[1]), (other, files[1] - files[0]))
+        if extra
+    ]
     for rel in sorted(files[0] & files[1]):
         a, b = reference / rel, other / rel
         if rel.suffix == ".json":
@@ -326,11 +330,10 @@ def _run_both(
         local = tmp_path / "local"
         _snakemake([*common, "--cores", str(cpus)], local, tmp_path / "local.log")
     log = _snakemake(
-        [*common, "--profile", str(PROFILE), "--executor", "slurm", "--max-threads", str(cpus),
-         *SLURM_TEST_OPTIONS],
+        [*common, "--profile", str(PROFILE), "--executor", "slurm", "--max-threads", str(cpus), *SLURM_TEST_OPTIONS],
         cluster,
         tmp_path / "slurm.log",
-    )  # fmt: skip
+    )
     return local, cluster, log
 
 
@@ -387,7 +390,9 @@ def test_toy_workflow_runs_through_slurm_like_locally(slurm_cluster: Cluster, tm
 
 
 @pytest.mark.slurm
-def test_ci_workflow_runs_through_slurm_like_locally(slurm_cluster: Cluster, tmp_path: Path, ci_local_run: Path) -> None:
+def test_ci_workflow_runs_through_slurm_like_locally(
+    slurm_cluster: Cluster, tmp_path: Path, ci_local_run: Path
+) -> None:
     local, cluster, log = _run_both(
         REPO / "Snakefile",
         tmp_path,
@@ -405,8 +410,7 @@ def test_compare_trees_ignores_volatile_content_and_finds_real_differences(tmp_p
         (root / "r" / "m.json").write_text(
             json.dumps({"accuracy": accuracy, "wall_time_s": wall, "provenance": {"host": str(wall)}})
         )
-        torch.save({"images": torch.ones(2, 2) + image_shift, "targets": torch.tensor([1, 2])},
-                   root / "r" / "i.pt")  # fmt: skip
+        torch.save({"images": torch.ones(2, 2) + image_shift, "targets": torch.tensor([1, 2])}, root / "r" / "i.pt")
         (root / "r" / "s.csv").write_text(f"seed,accuracy,time_s\n0,{accuracy},{wall}\n")
         (root / "r" / "table.md").write_text(f"| time | {wall} |\n")
 
@@ -423,8 +427,7 @@ def test_compare_trees_ignores_volatile_content_and_finds_real_differences(tmp_p
 def test_profile_maps_cluster_settings_per_rule(tmp_path: Path) -> None:
     """The profile renders (dry run, no SLURM needed) with the cluster settings applied."""
     (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
-    env = {**os.environ, "SMI_SLURM_ACCOUNT": "acct", "SMI_SLURM_PARTITION": "short",
-           "SMI_SLURM_GPU_PARTITION": "a100"}  # fmt: skip
+    env = {**os.environ, "SMI_SLURM_ACCOUNT": "acct", "SMI_SLURM_PARTITION": "short", "SMI_SLURM_GPU_PARTITION": "a100"}
     env.pop("SMI_SLURM_GPUS", None)
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), "-n", "--config", "run=toy"],
@@ -445,10 +448,21 @@ def test_profile_covers_exactly_the_rules_of_the_workflow() -> None:
     if not (REPO / "Snakefile").exists() or not CI_CONFIG.exists():
         pytest.skip("the workflow (Snakefile, config/ci.yaml) does not exist yet")
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-         "--configfile", str(CI_CONFIG), "--list-rules"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(CI_CONFIG),
+            "--list-rules",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     # Every rule that runs as a job has its own requests; `all` only collects targets.
     rules = set(out.split()) - {"all"}
     assert set(_profile()["set-resources"]) == rules

@@ -91,8 +91,11 @@ def test_checkpoint_source_reloads_bit_identically(trained: tuple[Path, dict]) -
     # A plain timm checkpoint (.safetensors, no suite metadata) loads as well.
     plain = path.with_suffix(".safetensors")
     save_file(_state(original.model), str(plain))
-    from_plain, _ = build_teacher(TeacherSpec(MODEL, KWARGS, "checkpoint", str(plain), data_config={"mean": (0.5,) * 3,
-                                  "std": (0.5,) * 3}), DIGITS, progress=False)  # fmt: skip
+    from_plain, _ = build_teacher(
+        TeacherSpec(MODEL, KWARGS, "checkpoint", str(plain), data_config={"mean": (0.5,) * 3, "std": (0.5,) * 3}),
+        DIGITS,
+        progress=False,
+    )
     _assert_identical(_state(original.model), _state(from_plain.model))
 
 
@@ -102,8 +105,9 @@ def test_training_is_deterministic_by_seed(trained: tuple[Path, dict]) -> None:
     _assert_identical(_state(load_teacher(path).model), _state(again.model))
 
 
-def test_pretrained_from_local_file_works_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  trained: tuple[Path, dict]) -> None:  # fmt: skip
+def test_pretrained_from_local_file_works_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: tuple[Path, dict]
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     weights = tmp_path / "weights.safetensors"
     original = load_teacher(trained[0])
@@ -130,8 +134,9 @@ def test_finetune_from_checkpoint_replaces_only_the_head(tmp_path: Path, trained
             assert value.shape[0] == 3
         else:
             assert torch.equal(value, original[key]), key
-    teacher, metrics = build_teacher(TeacherSpec(MODEL, {}, "finetune", str(trained[0]), recipe=RECIPE), folder,
-                                     progress=False)  # fmt: skip
+    teacher, metrics = build_teacher(
+        TeacherSpec(MODEL, {}, "finetune", str(trained[0]), recipe=RECIPE), folder, progress=False
+    )
     assert teacher.num_classes == 3 and metrics["num_test_images"] == 6 and metrics["steps"] == 1
     with pytest.raises(SMIError, match="head of teacher file .* 10 classes but the dataset has 3"):
         build_teacher(TeacherSpec(MODEL, source="checkpoint", checkpoint=str(trained[0])), folder, progress=False)
@@ -170,9 +175,24 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path, trained: tuple[Path
 # ---------------------------------------------------------------- CLI
 def test_cli_train_and_eval_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, metrics_path, eval_path = tmp_path / "t.pt", tmp_path / "t.json", tmp_path / "e.json"
-    args = ["train-teacher", "--teacher-spec", json.dumps(SPEC.to_config()), "--dataset-spec", '{"name": "digits"}',
-            "--out", str(out), "--metrics", str(metrics_path), "--teacher-id", "tiny", "--seed", "1",
-            "--threads", "1", "--no-progress"]  # fmt: skip
+    args = [
+        "train-teacher",
+        "--teacher-spec",
+        json.dumps(SPEC.to_config()),
+        "--dataset-spec",
+        '{"name": "digits"}',
+        "--out",
+        str(out),
+        "--metrics",
+        str(metrics_path),
+        "--teacher-id",
+        "tiny",
+        "--seed",
+        "1",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     record = json.loads(metrics_path.read_text())
     assert record["kind"] == "teacher" and record["teacher"] == "tiny" and record["model_name"] == MODEL
@@ -183,6 +203,20 @@ def test_cli_train_and_eval_teacher(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(args) == 0 and out.stat().st_mtime_ns == stamp, "an existing teacher is never retrained"
     assert main(["eval-teacher", "--teacher", str(out), "--out", str(eval_path), "--threads", "1"]) == 0
     assert json.loads(eval_path.read_text())["top1"] == pytest.approx(record["top1"])
-    assert main(["train-teacher", "--teacher-spec", json.dumps(SPEC.to_config()), "--dataset-spec",
-                 '{"name": "mnist"}', "--out", str(tmp_path / "x.pt"), "--metrics", str(tmp_path / "x.json")]) == 2
+    assert (
+        main(
+            [
+                "train-teacher",
+                "--teacher-spec",
+                json.dumps(SPEC.to_config()),
+                "--dataset-spec",
+                '{"name": "mnist"}',
+                "--out",
+                str(tmp_path / "x.pt"),
+                "--metrics",
+                str(tmp_path / "x.json"),
+            ]
+        )
+        == 2
+    )
     assert "unknown dataset 'mnist'" in capsys.readouterr().err

@@ -66,8 +66,14 @@ def test_hooks_measure_linear_inputs_and_outputs_across_batches():
         for batch in batches:
             model(batch)
     ratios = {(r["layer"], r["position"]): r["outlier_ratio"] for r in recorder.ratios()}
-    assert ratios == pytest.approx({("blocks.0.0", "input"): 1.0, ("blocks.0.0", "output"): 1.0,
-                                    ("blocks.0.1", "input"): 1.0, ("blocks.0.1", "output"): 10.0})
+    assert ratios == pytest.approx(
+        {
+            ("blocks.0.0", "input"): 1.0,
+            ("blocks.0.0", "output"): 1.0,
+            ("blocks.0.1", "input"): 1.0,
+            ("blocks.0.1", "output"): 10.0,
+        }
+    )
     # Hooks are gone after the context: a later forward changes nothing.
     model(torch.full((1, 1, 4), 100.0))
     assert recorder.ratios()[-1]["outlier_ratio"] == pytest.approx(10.0)
@@ -95,8 +101,21 @@ def test_measure_outliers_on_a_vit_covers_every_block_linear():
 def test_cli_testbed_writes_split_accuracies_and_ratios(tmp_path):
     teacher = save_digits_teacher(tmp_path / "t.pt", TINY_KWARGS)
     out = tmp_path / "testbed.json"
-    code = main(["testbed", "--teacher", str(teacher), "--dataset-spec", '{"name": "digits"}', "--num-images", "16",
-                 "--out", str(out), "--threads", "1"])  # fmt: skip
+    code = main(
+        [
+            "testbed",
+            "--teacher",
+            str(teacher),
+            "--dataset-spec",
+            '{"name": "digits"}',
+            "--num-images",
+            "16",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     record = json.loads(out.read_text())
     assert record["kind"] == "testbed" and record["dataset"] == "digits"
@@ -110,8 +129,7 @@ def test_cli_testbed_writes_split_accuracies_and_ratios(tmp_path):
 
 
 def _testbed_record(dataset, teacher, **values):
-    return {"kind": "testbed", "dataset": dataset, "teacher": teacher, **values,
-            "provenance": {"seed": None}}  # fmt: skip
+    return {"kind": "testbed", "dataset": dataset, "teacher": teacher, **values, "provenance": {"seed": None}}
 
 
 def test_testbed_table_cells_and_pretraining_join():
@@ -120,16 +138,36 @@ def test_testbed_table_cells_and_pretraining_join():
     from smi.report.tables import testbed_table
 
     records = [
-        _testbed_record("shapes", "vit-t", top1_test=70.0, top1_test_correlated=95.0, shortcut_reliance=25.0,
-                        outlier_ratio_real_median=3.0, outlier_ratio_real_max=12.0,
-                        outlier_ratio_noise_median=2.0, outlier_ratio_noise_max=5.0),
+        _testbed_record(
+            "shapes",
+            "vit-t",
+            top1_test=70.0,
+            top1_test_correlated=95.0,
+            shortcut_reliance=25.0,
+            outlier_ratio_real_median=3.0,
+            outlier_ratio_real_max=12.0,
+            outlier_ratio_noise_median=2.0,
+            outlier_ratio_noise_max=5.0,
+        ),
         _testbed_record("digits", "vit-t", top1_test=98.0, outlier_ratio_real_median=4.0, outlier_ratio_real_max=9.0),
         _testbed_record("digits", "vit-s", top1_test=97.0, outlier_ratio_real_median=6.0, outlier_ratio_real_max=30.0),
-        {"kind": "pretrain", "dataset": "digits", "pretrain_dataset": "shapes", "student": "st", "pretrain_top1": 80.0,
-         "provenance": {"seed": 0}},
-        {"kind": "pretrain", "dataset": "shapes", "pretrain_dataset": "digits", "student": "st", "pretrain_top1": 90.0,
-         "provenance": {"seed": 0}},
-    ]  # fmt: skip
+        {
+            "kind": "pretrain",
+            "dataset": "digits",
+            "pretrain_dataset": "shapes",
+            "student": "st",
+            "pretrain_top1": 80.0,
+            "provenance": {"seed": 0},
+        },
+        {
+            "kind": "pretrain",
+            "dataset": "shapes",
+            "pretrain_dataset": "digits",
+            "student": "st",
+            "pretrain_top1": 90.0,
+            "provenance": {"seed": 0},
+        },
+    ]
     table = testbed_table(aggregate((f"r{i}", r) for i, r in enumerate(records)).summary)
     cells = table.cells.set_index(["dataset", "teacher", "column"])
     assert cells.loc[("shapes", "vit-t", "Shortcut reliance (pp)"), "mean"] == 25.0
@@ -204,7 +242,9 @@ def test_inverted_precision_uses_own_masks_and_stops_dense_sets():
     assert own["kept_patches"] == 4.0 and own["stopped_after_inversion"] == 0
     assert own["chance_precision"] == pytest.approx(4 / 16)
     assert 0.0 <= own["precision"] <= 1.0
-    dense = inverted_precision(teacher, ImageSet(images, torch.ones(4, 4, 4, dtype=torch.bool), torch.arange(4)), schedule)
+    dense = inverted_precision(
+        teacher, ImageSet(images, torch.ones(4, 4, 4, dtype=torch.bool), torch.arange(4)), schedule
+    )
     assert dense["stopped_after_inversion"] == 4
     assert dense["kept_patches"] == schedule.kept_counts(16)[-1]
 
@@ -212,8 +252,10 @@ def test_inverted_precision_uses_own_masks_and_stops_dense_sets():
 # --- pretrained students ---------------------------------------------------------------------------
 
 
-STUDENT = {"model": "vit_tiny_patch16_224",
-           "model_kwargs": {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}}
+STUDENT = {
+    "model": "vit_tiny_patch16_224",
+    "model_kwargs": {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0},
+}
 
 
 def test_pretrain_student_then_distil_with_a_new_head(tmp_path, capsys):
@@ -222,10 +264,26 @@ def test_pretrain_student_then_distil_with_a_new_head(tmp_path, capsys):
     from smi.teachers import load_teacher
 
     ckpt, metrics = tmp_path / "student.pt", tmp_path / "student.json"
-    args = ["pretrain-student", "--student-spec", json.dumps(STUDENT),
-            "--dataset-spec", '{"name": "shapes", "options": {"num_train": 40, "num_test": 20}}',
-            "--recipe", '{"epochs": 1, "batch_size": 20}', "--target-dataset", "digits", "--student-id", "st",
-            "--out", str(ckpt), "--metrics", str(metrics), "--no-progress", "--threads", "1"]  # fmt: skip
+    args = [
+        "pretrain-student",
+        "--student-spec",
+        json.dumps(STUDENT),
+        "--dataset-spec",
+        '{"name": "shapes", "options": {"num_train": 40, "num_test": 20}}',
+        "--recipe",
+        '{"epochs": 1, "batch_size": 20}',
+        "--target-dataset",
+        "digits",
+        "--student-id",
+        "st",
+        "--out",
+        str(ckpt),
+        "--metrics",
+        str(metrics),
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
     assert main(args) == 0
     record = json.loads(metrics.read_text())
     assert record["kind"] == "pretrain" and record["dataset"] == "digits" and record["pretrain_dataset"] == "shapes"

@@ -76,9 +76,30 @@ def test_time_methods_refuses_image_sources(tiny_teacher) -> None:
 def test_time_inversions_writes_one_record_for_every_method(teacher_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "timing.json"
     methods = {"noise": {}, "dense": {}, "smi": {"params": {"iterations": [2, 4], "ratio": 0.5}}}
-    code = main(["time-inversions", "--teacher", str(teacher_file), "--teacher-id", "tiny", "--methods", json.dumps(methods),
-                 "--num-images", "4", "--batch-size", "4", "--iterations", "8", "--timed-iterations", "4",
-                 "--rounds", "3", "--out", str(out), "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "time-inversions",
+            "--teacher",
+            str(teacher_file),
+            "--teacher-id",
+            "tiny",
+            "--methods",
+            json.dumps(methods),
+            "--num-images",
+            "4",
+            "--batch-size",
+            "4",
+            "--iterations",
+            "8",
+            "--timed-iterations",
+            "4",
+            "--rounds",
+            "3",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     record = json.loads(out.read_text())
     assert record["kind"] == "timing" and record["time_protocol"] == "interleaved"
@@ -90,8 +111,23 @@ def test_time_inversions_writes_one_record_for_every_method(teacher_file: Path, 
 
 
 def test_time_inversions_bad_budget_is_one_line_error(teacher_file: Path, tmp_path: Path, capsys) -> None:
-    code = main(["time-inversions", "--teacher", str(teacher_file), "--methods", '{"dense": {}}', "--num-images", "2",
-                 "--iterations", "4", "--timed-iterations", "9", "--out", str(tmp_path / "t.json")])  # fmt: skip
+    code = main(
+        [
+            "time-inversions",
+            "--teacher",
+            str(teacher_file),
+            "--methods",
+            '{"dense": {}}',
+            "--num-images",
+            "2",
+            "--iterations",
+            "4",
+            "--timed-iterations",
+            "9",
+            "--out",
+            str(tmp_path / "t.json"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "--timed-iterations 9" in err and "Traceback" not in err

@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def smi(module: str, *args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300, **kwargs)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 @pytest.mark.parametrize("config", ["ok", "missing"])
@@ -41,11 +42,18 @@ def test_warm_command_writes_files_with_the_client_umask_and_environment(tmp_pat
     out = tmp_path / "bench.json"
     env_marker = {"SMI_TEST_MARKER": "1"}  # an import-time prefix: a server of its own, started here
     proc = subprocess.run(
-        ["sh", "-c", f"umask 077 && {sys.executable} -m smi.warm bench-inversion --model vit_tiny_patch16_224 "
-         f"--img-size 32 --batch-size 2 --iterations 8 --schedule 1 2 3 4 --repeats 1 --out {out.name}"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env_marker}, capture_output=True, text=True,
+        [
+            "sh",
+            "-c",
+            f"umask 077 && {sys.executable} -m smi.warm bench-inversion --model vit_tiny_patch16_224 "
+            f"--img-size 32 --batch-size 2 --iterations 8 --schedule 1 2 3 4 --repeats 1 --out {out.name}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env_marker},
+        capture_output=True,
+        text=True,
         timeout=300,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.exists() and "per_round_speedups" in proc.stdout  # the command's stdout reached the client
     assert out.stat().st_mode & 0o077 == 0  # the client's umask, not the server's
@@ -54,11 +62,28 @@ def test_warm_command_writes_files_with_the_client_umask_and_environment(tmp_pat
 def test_interrupting_the_client_interrupts_the_command(tmp_path: Path) -> None:
     assert smi("smi.warm", "check-config", "nothing", cwd=tmp_path).returncode == 2  # the server is up
     proc = subprocess.Popen(
-        [sys.executable, "-m", "smi.warm", "bench-inversion", "--model", "vit_tiny_patch16_224", "--img-size", "32",
-         "--batch-size", "2", "--iterations", "100000", "--repeats", "1"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "smi.warm",
+            "bench-inversion",
+            "--model",
+            "vit_tiny_patch16_224",
+            "--img-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--iterations",
+            "100000",
+            "--repeats",
+            "1",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     time.sleep(3)  # let the command start its loop
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)

@@ -35,7 +35,9 @@ NOISE_STD = 0.03
 RADIUS_RANGE = (0.15, 0.35)  # blob standard deviation as a fraction of the side
 
 
-def blobs(num_images: int, num_classes: int, img_size: int, channels: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def blobs(
+    num_images: int, num_classes: int, img_size: int, channels: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (M, C, H, W) in [0, 1] and balanced, shuffled labels (M,)."""
     generator = torch.Generator().manual_seed(seed)
     labels = (torch.arange(num_images) % num_classes)[torch.randperm(num_images, generator=generator)]

@@ -34,7 +34,9 @@ def load_teacher(path: str) -> tuple[torch.nn.Module, dict]:
     """The timm model and the suite metadata of a teacher file."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     meta = blob["smi_teacher"]
-    model = timm.create_model(meta["model_name"], pretrained=False, num_classes=meta["num_classes"], **meta["model_kwargs"])
+    model = timm.create_model(
+        meta["model_name"], pretrained=False, num_classes=meta["num_classes"], **meta["model_kwargs"]
+    )
     model.load_state_dict(blob["state_dict"])
     return model.eval().requires_grad_(False), meta
 

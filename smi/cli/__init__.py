@@ -18,8 +18,8 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Sequence
 
 from smi.errors import SMIError
 
@@ -89,8 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # Outputs are renamed into place only when complete, so an interrupt leaves none half-written.
-        print(f"smi {args.command}: interrupted; nothing was written that is not complete (each output file "
-              "appears only when finished); rerun the step to finish it.", file=sys.stderr)  # fmt: skip
+        print(
+            f"smi {args.command}: interrupted; nothing was written that is not complete (each output file "
+            "appears only when finished); rerun the step to finish it.",
+            file=sys.stderr,
+        )
         return INTERRUPTED_STATUS
     return int(result or 0)
 
@@ -103,7 +106,9 @@ def check_outputs(args: argparse.Namespace) -> None:
         found: list[str] = []
         for name in names:
             value = getattr(args, name, None)
-            found += [str(v) for v in value] if isinstance(value, (list, tuple)) else [] if value is None else [str(value)]
+            found += (
+                [str(v) for v in value] if isinstance(value, (list, tuple)) else [] if value is None else [str(value)]
+            )
         return found
 
     check_writable(values(OUTPUT_FILE_OPTIONS), values(OUTPUT_FOLDER_OPTIONS))

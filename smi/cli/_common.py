@@ -11,13 +11,13 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
 from smi.errors import SMIError
-
 
 #: The most bits a quantizer takes (the config schema's limit too).
 MAX_BITS = 16
@@ -62,7 +62,9 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def float_range(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+def float_range(
+    low: float, high: float | None = None, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
     """argparse type: a finite number between ``low`` and ``high`` (open or closed ends)."""
 
     def parse(text: str) -> float:
@@ -90,7 +92,6 @@ open_fraction = float_range(0.0, 1.0, low_open=True, high_open=True)
 unit_fraction = float_range(0.0, 1.0, low_open=True)
 
 
-
 def inversion_config(args: argparse.Namespace) -> Any:
     """The run's ``InversionConfig``: ``--inversion-config`` with ``--batch-size`` / ``--iterations`` on top."""
     from smi.config import from_dict
@@ -104,7 +105,9 @@ def inversion_config(args: argparse.Namespace) -> Any:
     return from_dict(InversionConfig, overrides, "the inversion config")
 
 
-def check_writable(paths: Iterable[str | os.PathLike[str] | None], folders: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+def check_writable(
+    paths: Iterable[str | os.PathLike[str] | None], folders: Iterable[str | os.PathLike[str] | None] = ()
+) -> None:
     """Raise unless every output can be created, before any work is done.
 
     The nearest existing folder above each output must accept a new file (probed by creating
@@ -132,8 +135,10 @@ def check_writable(paths: Iterable[str | os.PathLike[str] | None], folders: Iter
         try:
             fd, probe = tempfile.mkstemp(prefix=".smi-write-check.", dir=base)
         except OSError as exc:
-            raise SMIError(f"cannot write {path}: folder {base} is not writable ({exc.strerror}); choose another "
-                           "output path or fix its permissions.") from None  # fmt: skip
+            raise SMIError(
+                f"cannot write {path}: folder {base} is not writable ({exc.strerror}); choose another "
+                "output path or fix its permissions."
+            ) from None
         os.close(fd)
         os.unlink(probe)
 
@@ -148,16 +153,21 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``."""
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument(
-        "--threads", type=positive_int, default=DEFAULT_THREADS,
+        "--threads",
+        type=positive_int,
+        default=DEFAULT_THREADS,
         help=f"CPU threads for torch (default: {DEFAULT_THREADS}; results can depend on it, every record stores it)",
     )
 
 
 def add_foreign_set_argument(parser: argparse.ArgumentParser) -> None:
     """``--allow-foreign-set``: accept an image set made from another teacher (recorded in the metrics)."""
-    parser.add_argument("--allow-foreign-set", action="store_true",
-                        help="accept an image set inverted from another teacher (a deliberate transfer experiment; "
-                             "recorded in the metrics)")  # fmt: skip
+    parser.add_argument(
+        "--allow-foreign-set",
+        action="store_true",
+        help="accept an image set inverted from another teacher (a deliberate transfer experiment; "
+        "recorded in the metrics)",
+    )
 
 
 def resolve_device(args: argparse.Namespace) -> torch.device:
@@ -167,8 +177,10 @@ def resolve_device(args: argparse.Namespace) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SMIError(f"device {args.device!r} was requested but CUDA is not available; use --device cpu.")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise SMIError(f"device {args.device!r} was requested but this machine has {torch.cuda.device_count()} GPU(s); "
-                       "use cuda:0 ... or cuda.")  # fmt: skip
+        raise SMIError(
+            f"device {args.device!r} was requested but this machine has {torch.cuda.device_count()} GPU(s); "
+            "use cuda:0 ... or cuda."
+        )
     return device
 
 

@@ -35,12 +35,19 @@ def run_official(args: argparse.Namespace) -> int:
     from smi.distill.official import distill_official
     from smi.methods.registry import create_method
 
-    for flag, value in (("--image-set", args.image_set), ("--budget-gflops", args.budget_gflops),
-                        ("--num-images", args.num_images)):  # fmt: skip
+    for flag, value in (
+        ("--image-set", args.image_set),
+        ("--budget-gflops", args.budget_gflops),
+        ("--num-images", args.num_images),
+    ):
         if value is not None:
-            raise SMIError(f"protocol 'official' synthesises its own pool each epoch; {flag} belongs to protocol 'suite'.")
+            raise SMIError(
+                f"protocol 'official' synthesises its own pool each epoch; {flag} belongs to protocol 'suite'."
+            )
     if not args.inversion_method:
-        raise SMIError("protocol 'official' needs --inversion-method: the registered method that fills the pool (e.g. smi).")
+        raise SMIError(
+            "protocol 'official' needs --inversion-method: the registered method that fills the pool (e.g. smi)."
+        )
     if not isinstance(args.student_spec, dict) or not isinstance(args.recipe, dict):
         raise SMIError("--student-spec and --recipe must be JSON objects.")
     if not isinstance(args.method_params, dict) or not isinstance(args.inversion_config, dict):
@@ -58,13 +65,23 @@ def run_official(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir or f"{args.out}.state")
     identity = f"{teacher_id}:{_file_digest(args.teacher)}"
     result = distill_official(
-        teacher=teacher, method=method, inversion_config=inversion_config, student_spec=student_spec,
-        recipe=recipe, test_set=test_set, seed=args.seed, device=device, state_dir=state_dir,
-        dataset_spec=DatasetSpec.from_config(args.dataset_spec), identity=identity, progress=not args.no_progress,
-    )  # fmt: skip
+        teacher=teacher,
+        method=method,
+        inversion_config=inversion_config,
+        student_spec=student_spec,
+        recipe=recipe,
+        test_set=test_set,
+        seed=args.seed,
+        device=device,
+        state_dir=state_dir,
+        dataset_spec=DatasetSpec.from_config(args.dataset_spec),
+        identity=identity,
+        progress=not args.no_progress,
+    )
 
-    digest = config_hash(to_dict(student_spec), to_dict(recipe), teacher_id, method.describe(),
-                         to_dict(inversion_config), args.seed)  # fmt: skip
+    digest = config_hash(
+        to_dict(student_spec), to_dict(recipe), teacher_id, method.describe(), to_dict(inversion_config), args.seed
+    )
     final, best = result.final, result.best
     record: dict[str, Any] = {
         "kind": "distillation",
@@ -99,7 +116,9 @@ def run_official(args: argparse.Namespace) -> int:
     if args.save_student:
         from smi.io import torch_save
 
-        torch_save({"state_dict": result.student.state_dict(), "student_spec": to_dict(student_spec)}, args.save_student)
+        torch_save(
+            {"state_dict": result.student.state_dict(), "student_spec": to_dict(student_spec)}, args.save_student
+        )
     write_json(args.out, record)
     if not args.keep_state:
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 COMMAND = "aggregate"
-HELP = "Collect metrics JSON files into summary.csv (and curves.csv, active_tokens.csv, loss_curves.csv, activation_ranges.csv beside it)."
+HELP = (
+    "Collect metrics JSON files into summary.csv "
+    "(and curves.csv, active_tokens.csv, loss_curves.csv, activation_ranges.csv beside it)."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

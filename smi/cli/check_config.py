@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 COMMAND = "check-config"
-HELP = "Check a workflow config file as `snakemake -n` does (schema, datasets, models, methods, ...); YAML errors by line."
+HELP = (
+    "Check a workflow config file as `snakemake -n` does (schema, datasets, models, methods, ...); YAML errors by line."
+)
 #: The workflow folder: the schema and {repo} of external commands are found there.
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,8 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("config", type=Path, metavar="CONFIG", help="workflow config file (YAML or JSON)")
-    parser.add_argument("--local", action=argparse.BooleanOptionalAction, default=True,
-                        help="the jobs will run on this machine: check that a cuda device exists (default: yes)")  # fmt: skip
+    parser.add_argument(
+        "--local",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the jobs will run on this machine: check that a cuda device exists (default: yes)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,20 +9,32 @@ from smi.cli._common import nonneg_float, unit_fraction
 from smi.report.defaults import DEFAULT_TARGET_FRACTION
 
 COMMAND = "compare"
-HELP = ("Print the table cells that differ between two runs (RUN_B - RUN_A); always exits 0. "
-        "A run is a results folder holding summary.csv, or the CSV itself.")
+HELP = (
+    "Print the table cells that differ between two runs (RUN_B - RUN_A); always exits 0. "
+    "A run is a results folder holding summary.csv, or the CSV itself."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("run_a", type=Path, metavar="RUN_A", help="reference run (results/<run> or its summary.csv)")
     parser.add_argument("run_b", type=Path, metavar="RUN_B", help="run compared with RUN_A")
-    parser.add_argument("--atol", type=nonneg_float, default=0.0, help="absolute tolerance per cell (default %(default)s)")
-    parser.add_argument("--rtol", type=nonneg_float, default=0.0,
-                        help="relative tolerance per cell, as a fraction of RUN_A's value (default %(default)s)")
+    parser.add_argument(
+        "--atol", type=nonneg_float, default=0.0, help="absolute tolerance per cell (default %(default)s)"
+    )
+    parser.add_argument(
+        "--rtol",
+        type=nonneg_float,
+        default=0.0,
+        help="relative tolerance per cell, as a fraction of RUN_A's value (default %(default)s)",
+    )
     parser.add_argument("--all", action="store_true", help="list equal cells too")
-    parser.add_argument("--target-fraction", type=unit_fraction, default=DEFAULT_TARGET_FRACTION,
-                        help="fraction for 'epochs to reach' in the distillation table (default %(default)s)")
+    parser.add_argument(
+        "--target-fraction",
+        type=unit_fraction,
+        default=DEFAULT_TARGET_FRACTION,
+        help="fraction for 'epochs to reach' in the distillation table (default %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write every compared cell to this CSV")
 
 
@@ -56,12 +68,16 @@ def check_summary_table(name: str, path: Path) -> None:
 
     table = path / SUMMARY_NAME if path.is_dir() else path
     if not table.is_file():
-        raise SMIError(f"{name} {table} does not exist; give a results folder holding {SUMMARY_NAME} "
-                       "(run `smi aggregate` first) or the CSV itself.")  # fmt: skip
+        raise SMIError(
+            f"{name} {table} does not exist; give a results folder holding {SUMMARY_NAME} "
+            "(run `smi aggregate` first) or the CSV itself."
+        )
     try:
         kinds = pd.read_csv(table, usecols=["kind"])["kind"]
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         kinds = None
     if kinds is None or not kinds.isin(KINDS).any():
-        raise SMIError(f"{name} {table} is not a summary table of `smi aggregate` (no metrics records with a 'kind' "
-                       f"of {', '.join(KINDS)}); give the {SUMMARY_NAME} of a run.")  # fmt: skip
+        raise SMIError(
+            f"{name} {table} is not a summary table of `smi aggregate` (no metrics records with a 'kind' "
+            f"of {', '.join(KINDS)}); give the {SUMMARY_NAME} of a run."
+        )

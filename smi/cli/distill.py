@@ -16,7 +16,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from smi.cli._common import add_device_arguments, add_foreign_set_argument, json_arg, nonneg_int, positive_float, positive_int, resolve_device
+from smi.cli._common import (
+    add_device_arguments,
+    add_foreign_set_argument,
+    json_arg,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    resolve_device,
+)
 from smi.cli.quantize import load_split, load_teacher
 from smi.config import config_hash, from_dict, to_dict
 from smi.distill.config import DEFAULT_PROTOCOL, PROTOCOLS, StudentSpec, parse_recipe
@@ -34,17 +42,44 @@ CORRELATED_SPLITS: dict[str, str] = {"shapes": "test_correlated"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
     parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: file name)")
-    parser.add_argument("--dataset-spec", type=json_arg, required=True, help="teacher's dataset as JSON, e.g. '{\"name\": \"digits\"}'")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
-                        help="suite: distil on --image-set; official: the official SMI code's protocol (docs/protocols.md)")
+    parser.add_argument(
+        "--dataset-spec", type=json_arg, required=True, help='teacher\'s dataset as JSON, e.g. \'{"name": "digits"}\''
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=DEFAULT_PROTOCOL,
+        help="suite: distil on --image-set; official: the official SMI code's protocol (docs/protocols.md)",
+    )
     parser.add_argument("--image-set", default=None, help="synthetic image-set file to distil on (protocol suite)")
     parser.add_argument("--method", default=None, help="method name in metrics (default: the set's metadata method)")
-    parser.add_argument("--student-spec", type=json_arg, default={}, help="StudentSpec as JSON (model, model_kwargs, init, checkpoint, train)")
+    parser.add_argument(
+        "--student-spec",
+        type=json_arg,
+        default={},
+        help="StudentSpec as JSON (model, model_kwargs, init, checkpoint, train)",
+    )
     parser.add_argument("--student-id", default=None, help="student name used in metrics (default: its model name)")
-    parser.add_argument("--recipe", type=json_arg, default={}, help="DistillRecipe as JSON (epochs, batch_size, lr, temperature, augment, ...)")
-    parser.add_argument("--num-images", type=positive_int, default=None, help="images used (overrides the recipe; default: all)")
-    parser.add_argument("--budget-gflops", type=positive_float, default=None, help="equal inversion budget: use as many images as this many GFLOPs buy")
-    parser.add_argument("--inversion-metrics", default=None, help="the set's inversion metrics JSON (gflops_per_image), needed with --budget-gflops")
+    parser.add_argument(
+        "--recipe",
+        type=json_arg,
+        default={},
+        help="DistillRecipe as JSON (epochs, batch_size, lr, temperature, augment, ...)",
+    )
+    parser.add_argument(
+        "--num-images", type=positive_int, default=None, help="images used (overrides the recipe; default: all)"
+    )
+    parser.add_argument(
+        "--budget-gflops",
+        type=positive_float,
+        default=None,
+        help="equal inversion budget: use as many images as this many GFLOPs buy",
+    )
+    parser.add_argument(
+        "--inversion-metrics",
+        default=None,
+        help="the set's inversion metrics JSON (gflops_per_image), needed with --budget-gflops",
+    )
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--save-student", default=None, help="also write the student's weights (.pt)")
@@ -57,9 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_official_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of protocol ``official`` (the synthesis runs inside the job)."""
     group = parser.add_argument_group("protocol official")
-    group.add_argument("--inversion-method", default=None, help="registered method that fills the pool (e.g. smi, dense)")
+    group.add_argument(
+        "--inversion-method", default=None, help="registered method that fills the pool (e.g. smi, dense)"
+    )
     group.add_argument("--method-params", type=json_arg, default={}, help="its parameters as JSON")
-    group.add_argument("--inversion-config", type=json_arg, default={}, help="InversionConfig as JSON (iterations, lr, tv_l2, ...)")
+    group.add_argument(
+        "--inversion-config", type=json_arg, default={}, help="InversionConfig as JSON (iterations, lr, tv_l2, ...)"
+    )
     group.add_argument("--state-dir", default=None, help="folder of the pool and the resumable checkpoint")
     group.add_argument("--keep-state", action="store_true", help="keep the state folder (pool images) after success")
 
@@ -100,9 +139,13 @@ def run(args: argparse.Namespace) -> int:
     extra_name = CORRELATED_SPLITS.get(spec.name)
     extra = {extra_name: load_split(args.dataset_spec, extra_name, teacher)[1]} if extra_name else {}
     known = recorded_teacher_accuracy(teacher, spec)
-    result = distill(teacher, image_set, student_spec, recipe, test_set, args.seed, device, extra, not args.no_progress, known)
+    result = distill(
+        teacher, image_set, student_spec, recipe, test_set, args.seed, device, extra, not args.no_progress, known
+    )
 
-    digest = config_hash(to_dict(student_spec), to_dict(recipe), teacher_id, image_set.metadata.get("config_hash"), args.seed)
+    digest = config_hash(
+        to_dict(student_spec), to_dict(recipe), teacher_id, image_set.metadata.get("config_hash"), args.seed
+    )
     final = result.final
     record: dict[str, Any] = {
         "kind": "distillation",
@@ -136,7 +179,9 @@ def run(args: argparse.Namespace) -> int:
         record["final_top1_correlated"] = result.extra[extra_name]["top1"]
         record["decorrelation_gap"] = result.extra[extra_name]["top1"] - final["test_top1"]
     if args.save_student:
-        torch_save({"state_dict": result.student.state_dict(), "student_spec": to_dict(student_spec)}, args.save_student)
+        torch_save(
+            {"state_dict": result.student.state_dict(), "student_spec": to_dict(student_spec)}, args.save_student
+        )
     write_json(args.out, record)
     print(
         f"student {record['student']} on {result.num_images} '{method}' images, {recipe.epochs} epochs: final top-1 "
@@ -164,7 +209,9 @@ def recorded_teacher_accuracy(teacher: Any, spec: Any) -> dict[str, float] | Non
 def _gflops_per_image(path: str | None) -> float:
     """The ``gflops_per_image`` of an inversion metrics JSON."""
     if not path:
-        raise SMIError("--budget-gflops needs --inversion-metrics: the set's inversion metrics JSON with gflops_per_image.")
+        raise SMIError(
+            "--budget-gflops needs --inversion-metrics: the set's inversion metrics JSON with gflops_per_image."
+        )
     if not Path(path).is_file():
         raise SMIError(f"inversion metrics file {path} does not exist; run the inversion step that writes it first.")
     cost = read_json(path).get("gflops_per_image")

@@ -18,8 +18,11 @@ HELP = "Evaluate a teacher file on a dataset split; write a metrics JSON."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file (.pt) written by train-teacher")
-    parser.add_argument("--dataset-spec", default=None,
-                        help="dataset spec as JSON text or a .json file (default: the one stored in the teacher)")
+    parser.add_argument(
+        "--dataset-spec",
+        default=None,
+        help="dataset spec as JSON text or a .json file (default: the one stored in the teacher)",
+    )
     parser.add_argument("--split", default="test", help="split to evaluate (test; shapes also test_correlated)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--teacher-id", default=None, help="teacher id stored in the metrics (default: file stem)")
@@ -38,14 +41,22 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     scores = evaluate(teacher.model, load_dataset(spec, args.split, teacher.data_config), args.batch_size, device)
     record = {
-        "kind": "teacher_eval", "dataset": spec.name, "split": args.split,
-        "teacher": args.teacher_id or Path(args.teacher).stem, "model_name": teacher.model_name,
-        "top1": scores["top1"], "top5": scores["top5"], "num_images": scores["num_images"],
+        "kind": "teacher_eval",
+        "dataset": spec.name,
+        "split": args.split,
+        "teacher": args.teacher_id or Path(args.teacher).stem,
+        "model_name": teacher.model_name,
+        "top1": scores["top1"],
+        "top5": scores["top5"],
+        "num_images": scores["num_images"],
         "eval_time_s": time.perf_counter() - start,
         "num_params": sum(p.numel() for p in teacher.model.parameters()),
-        "recipe": teacher.metadata.get("recipe"), "dataset_spec": spec.to_config(),
+        "recipe": teacher.metadata.get("recipe"),
+        "dataset_spec": spec.to_config(),
         "provenance": provenance(device, None, config_hash(spec.to_config(), args.split, str(args.teacher))),
-    }  # fmt: skip
+    }
     write_json(args.out, record)
-    print(f"{record['teacher']} on {spec.name}/{args.split}: top-1 {scores['top1']:.2f} %, top-5 {scores['top5']:.2f} %")
+    print(
+        f"{record['teacher']} on {spec.name}/{args.split}: top-1 {scores['top1']:.2f} %, top-5 {scores['top5']:.2f} %"
+    )
     return 0

@@ -12,7 +12,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smi.cli._common import add_device_arguments, nonneg_int, open_fraction, positive_int, resolve_device, teacher_dataset_spec
+from smi.cli._common import (
+    add_device_arguments,
+    nonneg_int,
+    open_fraction,
+    positive_int,
+    resolve_device,
+    teacher_dataset_spec,
+)
 from smi.config import config_hash
 from smi.data import load_dataset
 from smi.errors import SMIError
@@ -25,19 +32,37 @@ HELP = "Foreground precision/recall of CLS-attention patch stopping on shapes te
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file (.pt)")
-    parser.add_argument("--dataset-spec", default=None,
-                        help="dataset spec JSON or .json file (default: the one stored in the teacher)")
+    parser.add_argument(
+        "--dataset-spec", default=None, help="dataset spec JSON or .json file (default: the one stored in the teacher)"
+    )
     parser.add_argument("--split", default="test", help="split with masks: test or test_correlated")
-    parser.add_argument("--iterations", type=nonneg_int, nargs="+", default=[1, 2, 3, 4],
-                        help="stopping steps (their number matters; real images are not optimised)")
-    parser.add_argument("--ratio", type=open_fraction, default=PAPER_RATIO, help="fraction of active patches stopped per step")
-    parser.add_argument("--num-images", type=positive_int, default=None, help="evaluate the first N images (default: all)")
+    parser.add_argument(
+        "--iterations",
+        type=nonneg_int,
+        nargs="+",
+        default=[1, 2, 3, 4],
+        help="stopping steps (their number matters; real images are not optimised)",
+    )
+    parser.add_argument(
+        "--ratio", type=open_fraction, default=PAPER_RATIO, help="fraction of active patches stopped per step"
+    )
+    parser.add_argument(
+        "--num-images", type=positive_int, default=None, help="evaluate the first N images (default: all)"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random-stopping baseline")
-    parser.add_argument("--image-sets", nargs="*", default=[],
-                        help="inverted image sets whose kept patches are scored against the saliency region")
-    parser.add_argument("--labels", nargs="*", default=None,
-                        help="method label of each --image-sets file (default: the set's metadata method)")
+    parser.add_argument(
+        "--image-sets",
+        nargs="*",
+        default=[],
+        help="inverted image sets whose kept patches are scored against the saliency region",
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="*",
+        default=None,
+        help="method label of each --image-sets file (default: the set's metadata method)",
+    )
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--teacher-id", default=None, help="teacher id stored in the metrics (default: file stem)")
     parser.add_argument("--no-progress", action="store_true")
@@ -55,26 +80,46 @@ def run(args: argparse.Namespace) -> int:
         raise SMIError(f"the foreground evaluation needs masks, which only 'shapes' has (got '{spec.name}').")
     schedule = StoppingSchedule.build(args.iterations, args.ratio)
     dataset = load_dataset(spec, args.split, teacher.data_config, with_masks=True)
-    result = foreground_precision(teacher, dataset, schedule, args.num_images, args.batch_size, device, args.seed,
-                                  progress=not args.no_progress)  # fmt: skip
+    result = foreground_precision(
+        teacher, dataset, schedule, args.num_images, args.batch_size, device, args.seed, progress=not args.no_progress
+    )
     inverted = _inverted(args, teacher, schedule, dataset, device) if args.image_sets else {}
-    chash = config_hash(spec.to_config(), args.split, list(schedule.iterations), list(schedule.ratios),
-                        args.num_images, str(args.teacher), [str(p) for p in args.image_sets])  # fmt: skip
+    chash = config_hash(
+        spec.to_config(),
+        args.split,
+        list(schedule.iterations),
+        list(schedule.ratios),
+        args.num_images,
+        str(args.teacher),
+        [str(p) for p in args.image_sets],
+    )
     record = {
-        "kind": "foreground", "dataset": spec.name, "split": args.split,
-        "teacher": args.teacher_id or Path(args.teacher).stem, "model_name": teacher.model_name, "seed": args.seed,
+        "kind": "foreground",
+        "dataset": spec.name,
+        "split": args.split,
+        "teacher": args.teacher_id or Path(args.teacher).stem,
+        "model_name": teacher.model_name,
+        "seed": args.seed,
         "teacher_seed": teacher.metadata.get("seed"),
-        "iterations": list(schedule.iterations), "ratio": args.ratio, **result, **inverted,
+        "iterations": list(schedule.iterations),
+        "ratio": args.ratio,
+        **result,
+        **inverted,
         "provenance": provenance(device, args.seed, chash),
-    }  # fmt: skip
+    }
     write_json(args.out, record)
-    print(f"{record['teacher']}: kept {result['kept_patches']}/{result['num_patches']} patches; precision "
-          f"{result['precision']:.3f} (random {result['random_precision']:.3f}, fg fraction {result['fg_fraction']:.3f}), "
-          f"recall {result['recall']:.3f} (random {result['random_recall']:.3f})")  # fmt: skip
+    print(
+        f"{record['teacher']}: kept {result['kept_patches']}/{result['num_patches']} patches; precision "
+        f"{result['precision']:.3f} (random {result['random_precision']:.3f}, "
+        f"fg fraction {result['fg_fraction']:.3f}), "
+        f"recall {result['recall']:.3f} (random {result['random_recall']:.3f})"
+    )
     for label, seeds in inverted.get("inverted", {}).items():
         for seed, r in seeds.items():
-            print(f"  inverted {label} {seed}: kept-patch precision vs saliency region {r['precision']:.3f} "
-                  f"(chance {r['chance_precision']:.3f}, {r['kept_patches']:.1f} kept)")  # fmt: skip
+            print(
+                f"  inverted {label} {seed}: kept-patch precision vs saliency region {r['precision']:.3f} "
+                f"(chance {r['chance_precision']:.3f}, {r['kept_patches']:.1f} kept)"
+            )
     return 0
 
 
@@ -102,5 +147,8 @@ def _inverted(args: argparse.Namespace, teacher, schedule: StoppingSchedule, dat
     items = [dataset[i] for i in range(total)]
     images, labels_t = torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items])
     fg = patch_foreground(TokenSubsetViT(teacher.model), torch.stack([it[2] for it in items]))
-    return {"inverted": out, "saliency_proxy_precision": proxy_agreement(teacher, images, labels_t, fg, device=device),
-            "saliency_proxy_chance": float(fg.float().mean())}  # fmt: skip
+    return {
+        "inverted": out,
+        "saliency_proxy_precision": proxy_agreement(teacher, images, labels_t, fg, device=device),
+        "saliency_proxy_chance": float(fg.float().mean()),
+    }

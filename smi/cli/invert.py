@@ -9,7 +9,13 @@ import argparse
 import dataclasses
 
 from smi.cli._common import (
-    add_device_arguments, inversion_config, json_arg, nonneg_int, open_fraction, positive_int, resolve_device,
+    add_device_arguments,
+    inversion_config,
+    json_arg,
+    nonneg_int,
+    open_fraction,
+    positive_int,
+    resolve_device,
 )
 from smi.io import atomic_path, provenance, write_json
 from smi.methods.registry import create_method
@@ -22,15 +28,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
     parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: model name)")
     parser.add_argument("--method", required=True, help="registered method name (see 'smi methods')")
-    parser.add_argument("--label", default=None, help="name of this configuration in metrics and tables (default: the method name)")
+    parser.add_argument(
+        "--label", default=None, help="name of this configuration in metrics and tables (default: the method name)"
+    )
     parser.add_argument("--method-params", type=json_arg, default={}, help="method parameters as a JSON object")
-    parser.add_argument("--schedule", type=nonneg_int, nargs="+", default=None, help="stopping iterations (sets method param 'iterations')")
+    parser.add_argument(
+        "--schedule",
+        type=nonneg_int,
+        nargs="+",
+        default=None,
+        help="stopping iterations (sets method param 'iterations')",
+    )
     parser.add_argument("--ratio", type=open_fraction, default=None, help="stopping ratio (sets method param 'ratio')")
     parser.add_argument("--num-images", type=positive_int, required=True, help="output images to produce")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="images optimised together")
     parser.add_argument("--iterations", type=positive_int, default=None, help="optimisation iterations (paper: 4000)")
-    parser.add_argument("--inversion-config", type=json_arg, default={}, help="other InversionConfig keys as JSON (lr, tv_l2, ...)")
-    parser.add_argument("--dataset-spec", type=json_arg, default=None, help="teacher's dataset (needed by the 'real' source)")
+    parser.add_argument(
+        "--inversion-config", type=json_arg, default={}, help="other InversionConfig keys as JSON (lr, tv_l2, ...)"
+    )
+    parser.add_argument(
+        "--dataset-spec", type=json_arg, default=None, help="teacher's dataset (needed by the 'real' source)"
+    )
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--out", required=True, help="image-set file to write (.pt)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")

@@ -25,10 +25,16 @@ HELP = "Pretrain a student architecture on a pretraining dataset; write a checkp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--student-spec", required=True, help="student spec JSON (model, model_kwargs; init/train ignored)")
-    parser.add_argument("--dataset-spec", required=True, help="the pretraining dataset spec as JSON text or a .json file")
+    parser.add_argument(
+        "--student-spec", required=True, help="student spec JSON (model, model_kwargs; init/train ignored)"
+    )
+    parser.add_argument(
+        "--dataset-spec", required=True, help="the pretraining dataset spec as JSON text or a .json file"
+    )
     parser.add_argument("--recipe", default="{}", help="teacher training recipe JSON (smi.teachers.spec.Recipe)")
-    parser.add_argument("--target-dataset", default=None, help="the dataset the student will be distilled on (recorded; must differ)")
+    parser.add_argument(
+        "--target-dataset", default=None, help="the dataset the student will be distilled on (recorded; must differ)"
+    )
     parser.add_argument("--student-id", default=None, help="student name stored in the metrics (default: file stem)")
     parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
@@ -51,21 +57,45 @@ def run(args: argparse.Namespace) -> int:
         )
     if "model" not in student:
         raise SMIError("--student-spec needs 'model' (a timm ViT name).")
-    spec = TeacherSpec.from_config({"model": student["model"], "model_kwargs": dict(student.get("model_kwargs") or {}),
-                                    "source": "train", "recipe": recipe})  # fmt: skip
+    spec = TeacherSpec.from_config(
+        {
+            "model": student["model"],
+            "model_kwargs": dict(student.get("model_kwargs") or {}),
+            "source": "train",
+            "recipe": recipe,
+        }
+    )
     device = resolve_device(args)
     model, metrics = build_teacher(spec, dataset, device, args.seed, progress=not args.no_progress)
     digest = config_hash(spec.to_config(), dataset.to_config(), args.seed)
-    save_teacher(model, args.out, {"source": "train", "recipe": metrics["recipe"], "seed": args.seed, "config_hash": digest,
-                                   "teacher_spec": spec.to_config(), "dataset_spec": dataset.to_config()})  # fmt: skip
+    save_teacher(
+        model,
+        args.out,
+        {
+            "source": "train",
+            "recipe": metrics["recipe"],
+            "seed": args.seed,
+            "config_hash": digest,
+            "teacher_spec": spec.to_config(),
+            "dataset_spec": dataset.to_config(),
+        },
+    )
     record = {
-        "kind": "pretrain", "dataset": args.target_dataset, "pretrain_dataset": dataset.name,
-        "student": args.student_id or Path(args.out).stem, "model_name": spec.model, "seed": args.seed,
-        "file": str(args.out), "pretrain_top1": metrics["top1"], "pretrain_top5": metrics["top5"],
+        "kind": "pretrain",
+        "dataset": args.target_dataset,
+        "pretrain_dataset": dataset.name,
+        "student": args.student_id or Path(args.out).stem,
+        "model_name": spec.model,
+        "seed": args.seed,
+        "file": str(args.out),
+        "pretrain_top1": metrics["top1"],
+        "pretrain_top5": metrics["top5"],
         **{k: metrics[k] for k in ("num_params", "train_time_s", "train_cpu_time_s", "steps", "recipe", "history")},
         "provenance": provenance(device, args.seed, digest),
-    }  # fmt: skip
+    }
     write_json(args.metrics, record)
-    print(f"student {record['student']} pretrained on {dataset.name}: top-1 {metrics['top1']:.2f} % "
-          f"in {metrics['train_time_s']:.1f} s -> {args.out}")  # fmt: skip
+    print(
+        f"student {record['student']} pretrained on {dataset.name}: top-1 {metrics['top1']:.2f} % "
+        f"in {metrics['train_time_s']:.1f} s -> {args.out}"
+    )
     return 0

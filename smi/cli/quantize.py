@@ -15,7 +15,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from smi.cli._common import add_device_arguments, add_foreign_set_argument, bits_int, json_arg, nonneg_int, positive_int, resolve_device
+from smi.cli._common import (
+    add_device_arguments,
+    add_foreign_set_argument,
+    bits_int,
+    json_arg,
+    nonneg_int,
+    positive_int,
+    resolve_device,
+)
 from smi.config import config_hash, from_dict, to_dict
 from smi.errors import SMIError
 from smi.imageset import ImageSet, check_teacher_identity
@@ -24,27 +32,60 @@ from smi.quant.config import DEFAULT_PROTOCOL, PAPER_CALIB_SIZE, PROTOCOLS, Quan
 from smi.quant.observers import RANGE_ESTIMATORS
 
 COMMAND = "quantize"
-HELP = "Quantize a teacher calibrated on an image set (suite or official PSAQ-ViT protocol); evaluate on the real test split."
+HELP = (
+    "Quantize a teacher calibrated on an image set (suite or official PSAQ-ViT protocol); "
+    "evaluate on the real test split."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
     parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: file name)")
-    parser.add_argument("--dataset-spec", type=json_arg, required=True, help="teacher's dataset as JSON, e.g. '{\"name\": \"digits\"}'")
+    parser.add_argument(
+        "--dataset-spec", type=json_arg, required=True, help='teacher\'s dataset as JSON, e.g. \'{"name": "digits"}\''
+    )
     parser.add_argument("--calib-set", required=True, help="calibration image-set file (any method, noise or real)")
-    parser.add_argument("--calibration", default=None, help="calibration source name in metrics (default: the set's metadata method)")
-    parser.add_argument("--calib-size", type=positive_int, default=PAPER_CALIB_SIZE, help=f"calibration images (paper: {PAPER_CALIB_SIZE})")
+    parser.add_argument(
+        "--calibration", default=None, help="calibration source name in metrics (default: the set's metadata method)"
+    )
+    parser.add_argument(
+        "--calib-size",
+        type=positive_int,
+        default=PAPER_CALIB_SIZE,
+        help=f"calibration images (paper: {PAPER_CALIB_SIZE})",
+    )
     parser.add_argument("--w-bits", type=bits_int, default=8, help="weight bits, 2..16")
     parser.add_argument("--a-bits", type=bits_int, default=8, help="activation bits, 2..16")
-    parser.add_argument("--range-estimator", choices=RANGE_ESTIMATORS, nargs="+", default=["minmax"],
-                        help="activation range estimator(s) (paper: minmax); several write one --out each")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
-                        help="official: the official PSAQ-ViT / SMI quantizer; suite: the suite's own (docs/protocols.md)")
-    parser.add_argument("--quant-config", type=json_arg, default={}, help="other QuantConfig keys as JSON (percentile, eval_batch_size, ...)")
+    parser.add_argument(
+        "--range-estimator",
+        choices=RANGE_ESTIMATORS,
+        nargs="+",
+        default=["minmax"],
+        help="activation range estimator(s) (paper: minmax); several write one --out each",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=DEFAULT_PROTOCOL,
+        help="official: the official PSAQ-ViT / SMI quantizer; suite: the suite's own (docs/protocols.md)",
+    )
+    parser.add_argument(
+        "--quant-config",
+        type=json_arg,
+        default={},
+        help="other QuantConfig keys as JSON (percentile, eval_batch_size, ...)",
+    )
     parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the calibration subset")
-    parser.add_argument("--bits", nargs="+", default=None, metavar="W/A",
-                        help="several weight/activation bit pairs, e.g. 4/8 8/8 (replaces --w-bits/--a-bits; one --out each)")
-    parser.add_argument("--out", required=True, nargs="+", help="metrics JSON to write (one per bits pair and estimator, bits-major)")
+    parser.add_argument(
+        "--bits",
+        nargs="+",
+        default=None,
+        metavar="W/A",
+        help="several weight/activation bit pairs, e.g. 4/8 8/8 (replaces --w-bits/--a-bits; one --out each)",
+    )
+    parser.add_argument(
+        "--out", required=True, nargs="+", help="metrics JSON to write (one per bits pair and estimator, bits-major)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_foreign_set_argument(parser)
     add_device_arguments(parser)
@@ -67,8 +108,13 @@ def run(args: argparse.Namespace) -> int:
     for w_bits, a_bits in pairs:
         for estimator in estimators:
             values = dict(args.quant_config)
-            values.update(w_bits=w_bits, a_bits=a_bits, range_estimator=estimator, calib_size=args.calib_size,
-                          protocol=args.protocol)
+            values.update(
+                w_bits=w_bits,
+                a_bits=a_bits,
+                range_estimator=estimator,
+                calib_size=args.calib_size,
+                protocol=args.protocol,
+            )
             configs.append(from_dict(QuantConfig, values, "the quantization config"))
     teacher = load_teacher(args.teacher, device)
     calib_set = ImageSet.load(args.calib_set)
@@ -137,7 +183,7 @@ def load_split(spec_values: Any, split: str, teacher: Any) -> tuple[Any, Any]:
     from smi.data import DatasetSpec, load_dataset
 
     if not isinstance(spec_values, dict):
-        raise SMIError("--dataset-spec must be a JSON object such as '{\"name\": \"digits\"}'.")
+        raise SMIError('--dataset-spec must be a JSON object such as \'{"name": "digits"}\'.')
     spec = DatasetSpec.from_config(spec_values)
     if teacher.dataset and spec.name != teacher.dataset:
         raise SMIError(

@@ -65,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--command",
         dest="template",
         required=True,
-        help="shell command template; placeholders: " + ", ".join("{" + k + "}" for k in PLACEHOLDERS) + " ({{ }} for braces)",
+        help="shell command template; placeholders: "
+        + ", ".join("{" + k + "}" for k in PLACEHOLDERS)
+        + " ({{ }} for braces)",
     )
     parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
     parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: model name)")
@@ -74,11 +76,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="image-set file to write (.pt)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--grid", default=None, help="PNG grid of the images to write")
-    parser.add_argument("--device", default="cpu", help="device handed to the command as {device} and recorded in provenance")
-    parser.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S,
-                        help="seconds after which the command is stopped and the step fails (default: %(default)g, 24 h)")
-    parser.add_argument("--threads", type=positive_int, default=1,
-                        help="CPU threads handed to the command as {threads} and OMP/MKL_NUM_THREADS (default 1)")  # fmt: skip
+    parser.add_argument(
+        "--device", default="cpu", help="device handed to the command as {device} and recorded in provenance"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds after which the command is stopped and the step fails (default: %(default)g, 24 h)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="CPU threads handed to the command as {threads} and OMP/MKL_NUM_THREADS (default 1)",
+    )
     add_foreign_set_argument(parser)
 
 
@@ -91,7 +103,9 @@ def render_command(template: str, values: dict[str, Any]) -> str:
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
-        raise SMIError(f"command template {template!r} is malformed ({exc}); write literal braces as {{{{ and }}}}.") from exc
+        raise SMIError(
+            f"command template {template!r} is malformed ({exc}); write literal braces as {{{{ and }}}}."
+        ) from exc
     unknown = sorted({f for f in fields if f not in PLACEHOLDERS})
     if unknown:
         raise SMIError(
@@ -165,8 +179,8 @@ def validate(image_set: Any, teacher: Any, grid_size: tuple[int, int], num_image
 def run(args: argparse.Namespace) -> int:
     from smi.imageset import check_teacher_identity
     from smi.io import provenance, write_json
-    from smi.sparse_vit import TokenSubsetViT
     from smi.methods.synthesize import teacher_description
+    from smi.sparse_vit import TokenSubsetViT
     from smi.teachers import load_teacher
 
     torch.set_num_threads(args.threads)
@@ -179,10 +193,17 @@ def run(args: argparse.Namespace) -> int:
     raw = Path(raw_name)
     raw.unlink()  # the command must create it; an empty leftover would hide a silent failure
     values = {
-        "teacher": args.teacher, "out": raw, "num_images": args.num_images, "seed": args.seed,
-        "num_classes": teacher.num_classes, "img_size": teacher.input_size[1], "patch_size": vit.patch_size[0],
-        "device": args.device, "threads": args.threads, "python": sys.executable,
-    }  # fmt: skip
+        "teacher": args.teacher,
+        "out": raw,
+        "num_images": args.num_images,
+        "seed": args.seed,
+        "num_classes": teacher.num_classes,
+        "img_size": teacher.input_size[1],
+        "patch_size": vit.patch_size[0],
+        "device": args.device,
+        "threads": args.threads,
+        "python": sys.executable,
+    }
     command = render_command(args.template, values)
     teacher_id = args.teacher_id or teacher.model_name
     try:
@@ -194,17 +215,22 @@ def run(args: argparse.Namespace) -> int:
         if returncode != 0:
             raise SMIError(f"external method {args.name!r} failed with exit status {returncode}: {command}")
         if not raw.is_file():
-            raise SMIError(f"external method {args.name!r} exited without writing the image-set file its {{out}} names: {command}")
+            raise SMIError(
+                f"external method {args.name!r} exited without writing the image-set file its {{out}} names: {command}"
+            )
         produced_set = load_external(raw, vit.grid_size)
-        identity = check_teacher_identity(produced_set, teacher, "written by the external command", teacher_id,
-                                          args.allow_foreign_set)  # fmt: skip
+        identity = check_teacher_identity(
+            produced_set, teacher, "written by the external command", teacher_id, args.allow_foreign_set
+        )
         produced = len(produced_set)
         image_set = validate(produced_set, teacher, vit.grid_size, args.num_images)
     finally:
         if raw.exists():
             raw.unlink()
 
-    chash = config_hash({"method": args.name, "command": args.template}, teacher.model_name, teacher.dataset, args.num_images)
+    chash = config_hash(
+        {"method": args.name, "command": args.template}, teacher.model_name, teacher.dataset, args.num_images
+    )
     external = dict(image_set.metadata)
     suite = {
         "method": args.name,

@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
     parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: file name)")
     parser.add_argument("--dataset-spec", type=json_arg, required=True, help="teacher's dataset as JSON")
-    parser.add_argument("--noise-set", default=None, help="noise image-set file ('noise' method) for the noise outlier ratio")
+    parser.add_argument(
+        "--noise-set", default=None, help="noise image-set file ('noise' method) for the noise outlier ratio"
+    )
     parser.add_argument("--num-images", type=positive_int, default=256, help="real test images for the outlier ratio")
     parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--out", required=True, help="metrics JSON to write")
@@ -65,10 +67,13 @@ def run(args: argparse.Namespace) -> int:
 
     teacher_id = args.teacher_id or Path(args.teacher).stem
     record: dict[str, Any] = {
-        "kind": "testbed", "dataset": spec.name, "teacher": teacher_id, "model_name": teacher.model_name,
+        "kind": "testbed",
+        "dataset": spec.name,
+        "teacher": teacher_id,
+        "model_name": teacher.model_name,
         **{f"top1_{split}": value for split, value in accuracy.items()},
         "activation_positions": "input and output of every linear layer in the blocks (qkv, proj, fc1, fc2)",
-    }  # fmt: skip
+    }
     if CORRELATED_SPLIT in accuracy:
         record["shortcut_reliance"] = accuracy[CORRELATED_SPLIT] - accuracy[DECORRELATED_SPLIT]
     if "rho" in spec.options:

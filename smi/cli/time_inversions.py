@@ -30,19 +30,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
     parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: model name)")
     parser.add_argument(
-        "--methods", type=json_arg, required=True,
+        "--methods",
+        type=json_arg,
+        required=True,
         help='label -> {"method": registered name (default: the label), "params": {...}} as a JSON object',
     )
-    parser.add_argument("--num-images", type=positive_int, required=True, help="output images of each inversion job (sets the batch a method runs)")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="images optimised together in the inversion jobs")
+    parser.add_argument(
+        "--num-images",
+        type=positive_int,
+        required=True,
+        help="output images of each inversion job (sets the batch a method runs)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, help="images optimised together in the inversion jobs"
+    )
     parser.add_argument("--iterations", type=positive_int, default=None, help="iterations of the inversion jobs")
     parser.add_argument(
-        "--timed-iterations", type=positive_int, default=None,
+        "--timed-iterations",
+        type=positive_int,
+        default=None,
         help="iterations of each timed run (default: --iterations); schedules are compressed in proportion",
     )
-    parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (median reported; at least 3 recommended)")
+    parser.add_argument(
+        "--rounds", type=positive_int, default=3, help="interleaved rounds (median reported; at least 3 recommended)"
+    )
     parser.add_argument("--reference", default="dense", help="label speed-ups are taken against (default: dense)")
-    parser.add_argument("--inversion-config", type=json_arg, default={}, help="other InversionConfig keys as JSON (lr, tv_l2, ...)")
+    parser.add_argument(
+        "--inversion-config", type=json_arg, default={}, help="other InversionConfig keys as JSON (lr, tv_l2, ...)"
+    )
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--out", required=True, help="timing record (JSON) to write")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -59,7 +74,9 @@ def _methods(spec: Any) -> dict[str, Any]:
     for label, entry in spec.items():
         entry = entry or {}
         if not isinstance(entry, dict) or set(entry) - {"method", "params"}:
-            raise SMIError(f"--methods entry {label!r} must be an object with only 'method' and 'params' keys, got {entry!r}.")
+            raise SMIError(
+                f"--methods entry {label!r} must be an object with only 'method' and 'params' keys, got {entry!r}."
+            )
         methods[label] = create_method(entry.get("method") or label, entry.get("params") or {})
     return methods
 
@@ -77,16 +94,30 @@ def run(args: argparse.Namespace) -> int:
     full = inversion_config(args)
     timed_iterations = args.timed_iterations or full.iterations
     if not 1 <= timed_iterations <= full.iterations:
-        raise SMIError(f"--timed-iterations {timed_iterations} must lie in [1, {full.iterations}] (the run's iterations).")
+        raise SMIError(
+            f"--timed-iterations {timed_iterations} must lie in [1, {full.iterations}] (the run's iterations)."
+        )
     config = from_dict(InversionConfig, {**to_dict(full), "iterations": timed_iterations}, "the timed inversion config")
     teacher = load_teacher(args.teacher, device=device)
     if methods:
-        result = time_methods(teacher, methods, config, args.num_images, args.rounds, full.iterations, args.reference,
-                              device, args.seed, progress=not args.no_progress)  # fmt: skip
+        result = time_methods(
+            teacher,
+            methods,
+            config,
+            args.num_images,
+            args.rounds,
+            full.iterations,
+            args.reference,
+            device,
+            args.seed,
+            progress=not args.no_progress,
+        )
     else:  # only image sources: an empty record keeps the workflow's target list simple
         result = TimingResult({}, config.iterations, full.iterations, args.rounds, None)
     descriptions = {label: m.describe() for label, m in methods.items()}
-    chash = config_hash(descriptions, to_dict(config), full.iterations, args.num_images, args.rounds, teacher.model_name)
+    chash = config_hash(
+        descriptions, to_dict(config), full.iterations, args.num_images, args.rounds, teacher.model_name
+    )
     record = {
         "kind": "timing",
         "dataset": teacher.dataset,

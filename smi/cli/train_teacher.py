@@ -43,17 +43,32 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args)
     teacher, metrics = build_teacher(spec, dataset, device, args.seed, progress=not args.no_progress)
     chash = config_hash(spec.to_config(), dataset.to_config(), args.seed)
-    recipe_info = {"source": spec.source, "recipe": metrics["recipe"], "seed": args.seed, "config_hash": chash,
-                   "teacher_spec": spec.to_config(), "dataset_spec": dataset.to_config()}  # fmt: skip
+    recipe_info = {
+        "source": spec.source,
+        "recipe": metrics["recipe"],
+        "seed": args.seed,
+        "config_hash": chash,
+        "teacher_spec": spec.to_config(),
+        "dataset_spec": dataset.to_config(),
+    }
     save_teacher(teacher, args.out, recipe_info)
     record = {
-        "kind": "teacher", "dataset": dataset.name, "teacher": args.teacher_id or Path(args.out).stem,
-        "model_name": spec.model, "seed": args.seed, "teacher_seed": args.seed, "file": str(args.out),
-        "teacher_spec": spec.to_config(), "dataset_spec": dataset.to_config(),
-        **metrics, "provenance": provenance(device, args.seed, chash),
-    }  # fmt: skip
+        "kind": "teacher",
+        "dataset": dataset.name,
+        "teacher": args.teacher_id or Path(args.out).stem,
+        "model_name": spec.model,
+        "seed": args.seed,
+        "teacher_seed": args.seed,
+        "file": str(args.out),
+        "teacher_spec": spec.to_config(),
+        "dataset_spec": dataset.to_config(),
+        **metrics,
+        "provenance": provenance(device, args.seed, chash),
+    }
     write_json(args.metrics, record)
-    print(f"teacher {record['teacher']} ({spec.model}, {dataset.name}): top-1 {metrics['top1']:.2f} %, "
-          f"top-5 {metrics['top5']:.2f} %, trained in {metrics['train_time_s']:.1f} s "
-          f"(CPU {metrics['train_cpu_time_s']:.1f} s)")  # fmt: skip
+    print(
+        f"teacher {record['teacher']} ({spec.model}, {dataset.name}): top-1 {metrics['top1']:.2f} %, "
+        f"top-5 {metrics['top5']:.2f} %, trained in {metrics['train_time_s']:.1f} s "
+        f"(CPU {metrics['train_cpu_time_s']:.1f} s)"
+    )
     return 0

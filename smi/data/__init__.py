@@ -9,7 +9,8 @@ Public API:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch.utils.data import Dataset
 
@@ -32,9 +33,7 @@ __all__ = [
 ]
 
 
-def load_dataset(
-    spec: DatasetSpec, split: str, data_config: Mapping[str, Any], with_masks: bool = False
-) -> Dataset:
+def load_dataset(spec: DatasetSpec, split: str, data_config: Mapping[str, Any], with_masks: bool = False) -> Dataset:
     """Load one split of a dataset, preprocessed for a model with ``data_config``.
 
     Args:

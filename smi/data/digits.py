@@ -8,8 +8,9 @@ train/test split is stratified and fixed by ``seed``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 

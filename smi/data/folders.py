@@ -20,9 +20,10 @@ file or malformed index raises one :class:`SMIError` that names the file and the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -34,7 +35,9 @@ from smi.errors import SMIError
 SPLITS: tuple[str, ...] = ("train", "test")
 LAYOUTS: dict[str, str] = {
     "imagenet": "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (validation images in class folders)",
-    "flowers102": "jpg/image_00001.jpg ..., imagelabels.mat (key 'labels') and setid.mat (keys 'trnid', 'valid', 'tstid')",
+    "flowers102": (
+        "jpg/image_00001.jpg ..., imagelabels.mat (key 'labels') and setid.mat (keys 'trnid', 'valid', 'tstid')"
+    ),
     "cub200": "images/<class>/*.jpg, images.txt, image_class_labels.txt and train_test_split.txt",
     "imagefolder": "train/<class>/<image> and test/<class>/<image> (or val/<class>/<image>)",
 }
@@ -102,8 +105,12 @@ def scan(name: str, root: str, split: str) -> tuple[Samples, int]:
     base = Path(root)
     if not base.is_dir():
         raise SMIError(f"dataset '{name}' folder {root} does not exist; expected layout: {LAYOUTS[name]}.")
-    scanners = {"imagenet": _scan_classfolders, "imagefolder": _scan_classfolders,
-                "flowers102": _scan_flowers, "cub200": _scan_cub}  # fmt: skip
+    scanners = {
+        "imagenet": _scan_classfolders,
+        "imagefolder": _scan_classfolders,
+        "flowers102": _scan_flowers,
+        "cub200": _scan_cub,
+    }
     return scanners[name](name, base, split)
 
 

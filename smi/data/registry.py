@@ -7,9 +7,10 @@ one entry here plus its module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from smi.data import cifar, digits, folders, shapes
 from smi.errors import SMIError
@@ -60,21 +61,37 @@ def _cifar(name: str) -> Callable[..., Any]:
 
 
 _ENTRIES: dict[str, DatasetEntry] = {
-    "digits": DatasetEntry(digits.DigitsOptions, digits.SPLITS, _embedded(digits.load_digits_split),
-                           lambda _root: digits.NUM_CLASSES, needs_root=False),
-    "shapes": DatasetEntry(shapes.ShapesOptions, shapes.SPLITS, _embedded(shapes.load_shapes_split),
-                           lambda _root: shapes.NUM_CLASSES, needs_root=False),
+    "digits": DatasetEntry(
+        digits.DigitsOptions,
+        digits.SPLITS,
+        _embedded(digits.load_digits_split),
+        lambda _root: digits.NUM_CLASSES,
+        needs_root=False,
+    ),
+    "shapes": DatasetEntry(
+        shapes.ShapesOptions,
+        shapes.SPLITS,
+        _embedded(shapes.load_shapes_split),
+        lambda _root: shapes.NUM_CLASSES,
+        needs_root=False,
+    ),
     **{
-        name: DatasetEntry(folders.FolderOptions, folders.SPLITS, _folder(name),
-                           partial(folders.folder_num_classes, name), needs_root=True)  # type: ignore[arg-type]
+        name: DatasetEntry(
+            folders.FolderOptions,
+            folders.SPLITS,
+            _folder(name),
+            partial(folders.folder_num_classes, name),
+            needs_root=True,
+        )  # type: ignore[arg-type]
         for name in ("imagenet", "flowers102", "cub200", "imagefolder")
     },
     **{
-        name: DatasetEntry(cifar.CifarOptions, cifar.SPLITS, _cifar(name),
-                           partial(cifar.cifar_num_classes, name), needs_root=True)  # type: ignore[arg-type]
+        name: DatasetEntry(
+            cifar.CifarOptions, cifar.SPLITS, _cifar(name), partial(cifar.cifar_num_classes, name), needs_root=True
+        )  # type: ignore[arg-type]
         for name in cifar.LAYOUTS
     },
-}  # fmt: skip
+}
 
 #: Names of all datasets.
 DATASETS: tuple[str, ...] = tuple(_ENTRIES)

@@ -17,8 +17,9 @@ textures, not the objects.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,17 @@ from smi.errors import SMIError
 SHAPES: tuple[str, ...] = ("disk", "square", "triangle", "cross", "ring")
 COLOURS: tuple[str, ...] = ("warm", "cool")
 TEXTURES: tuple[str, ...] = (
-    "horizontal stripes", "vertical stripes", "diagonal stripes", "antidiagonal stripes", "checkers",
-    "dots", "rings", "grid", "blobs", "speckle",
-)  # fmt: skip
+    "horizontal stripes",
+    "vertical stripes",
+    "diagonal stripes",
+    "antidiagonal stripes",
+    "checkers",
+    "dots",
+    "rings",
+    "grid",
+    "blobs",
+    "speckle",
+)
 #: Class ``k`` is shape ``k // 2`` in colour family ``k % 2``.
 CLASS_NAMES: tuple[str, ...] = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
 NUM_CLASSES = len(CLASS_NAMES)

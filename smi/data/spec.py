@@ -8,8 +8,9 @@ an option name is rejected with the list of valid names rather than silently ign
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from smi.config import from_dict
 from smi.errors import SMIError
@@ -41,7 +42,7 @@ class DatasetSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, values: Mapping[str, Any]) -> "DatasetSpec":
+    def from_config(cls, values: Mapping[str, Any]) -> DatasetSpec:
         """Build and validate a spec from a config dict (unknown keys and options rejected)."""
         spec = from_dict(cls, values, "dataset spec")
         if not isinstance(spec.options, Mapping):

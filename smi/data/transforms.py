@@ -9,7 +9,8 @@ here in tensor space with the same config keys (``input_size``, ``mean``, ``std`
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -43,7 +43,7 @@ class PatchAugment:
         self.flip = flip
 
     @classmethod
-    def from_name(cls, name: str, patch_size: tuple[int, int], max_shift: int) -> "PatchAugment":
+    def from_name(cls, name: str, patch_size: tuple[int, int], max_shift: int) -> PatchAugment:
         """``patch_shift_flip``, ``flip`` or ``none``."""
         if name == "patch_shift_flip":
             return cls(patch_size, max_shift, True)

@@ -35,7 +35,8 @@ def images_for_budget(budget_gflops: float, gflops_per_image: float, available: 
     count = math.floor(budget_gflops / gflops_per_image * (1 + 1e-9))  # guard 3 * (1/3) -> 2.999...
     if count < 1:
         raise SMIError(
-            f"a budget of {budget_gflops} GFLOPs buys no image at {gflops_per_image} GFLOPs per image; raise the budget."
+            f"a budget of {budget_gflops} GFLOPs buys no image at {gflops_per_image} GFLOPs per image; "
+            "raise the budget."
         )
     if count > available:
         raise SMIError(

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +45,10 @@ from smi.distill.student import build_student
 from smi.errors import SMIError
 from smi.inversion import InversionConfig
 from smi.io import torch_save
-from smi.quant.accuracy import evaluate_logits
 from smi.methods.registry import InversionMethod
-from smi.sparse_vit import TokenSubsetViT
 from smi.methods.synthesize import synthesize
+from smi.quant.accuracy import evaluate_logits
+from smi.sparse_vit import TokenSubsetViT
 from smi.types import Teacher
 
 #: Seeds of consecutive epochs' syntheses are spread apart so that two jobs never share one.
@@ -191,9 +192,14 @@ def distill_official(
         inversion_config, batch_size=recipe.images_per_epoch, measure_costs=False, warmup_iterations=0
     )
     key = config_hash(
-        identity, teacher.model_name, method.describe(), to_dict(config), to_dict(student_spec),
-        {k: v for k, v in to_dict(recipe).items() if k != "checkpoint_every"}, seed,
-    )  # fmt: skip
+        identity,
+        teacher.model_name,
+        method.describe(),
+        to_dict(config),
+        to_dict(student_spec),
+        {k: v for k, v in to_dict(recipe).items() if k != "checkpoint_every"},
+        seed,
+    )
     state = Path(state_dir)
     pool = ImagePool(state / POOL_FOLDER, key)
     teacher_view = TokenSubsetViT(teacher.model)
@@ -221,20 +227,38 @@ def distill_official(
         tick = time.perf_counter()
         if not pool.stored(epoch):
             image_set, _ = synthesize_fn(
-                method=method, teacher=teacher, num_images=recipe.images_per_epoch, config=config,
-                seed=epoch_seed(seed, epoch), device=device, dataset_spec=dataset_spec, progress=False,
-            )  # fmt: skip
+                method=method,
+                teacher=teacher,
+                num_images=recipe.images_per_epoch,
+                config=config,
+                seed=epoch_seed(seed, epoch),
+                device=device,
+                dataset_spec=dataset_spec,
+                progress=False,
+            )
             pool.write(epoch, image_set, patch_size)
         pool.load(epoch)
         synthesis_time += time.perf_counter() - tick
-        loss = _step(pool, generator, recipe, teacher_view, student, student_view, optimizer, mean, std, patch_size, device)
+        loss = _step(
+            pool, generator, recipe, teacher_view, student, student_view, optimizer, mean, std, patch_size, device
+        )
         elapsed += time.perf_counter() - tick
         if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
             student.eval()
-            acc = evaluate_logits(student, test_set, recipe.eval_batch_size, device, f"evaluate epoch {epoch}", progress)
+            acc = evaluate_logits(
+                student, test_set, recipe.eval_batch_size, device, f"evaluate epoch {epoch}", progress
+            )
             student.train()
-            curve.append({"epoch": epoch, "train_loss": loss, "pool_size": len(pool),
-                          "test_top1": acc["top1"], "test_top5": acc["top5"], "wall_time_s": elapsed})  # fmt: skip
+            curve.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": loss,
+                    "pool_size": len(pool),
+                    "test_top1": acc["top1"],
+                    "test_top5": acc["top5"],
+                    "wall_time_s": elapsed,
+                }
+            )
             if acc["top1"] > best["test_top1"]:  # the official code's strict '>' from 0
                 best = {"epoch": epoch, "test_top1": acc["top1"], "test_top5": acc["top5"]}
             epochs.set_postfix(loss=f"{loss:.4f}", top1=f"{acc['top1']:.2f}", best=f"{best['test_top1']:.2f}")
@@ -279,22 +303,42 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _save(
-    state: Path, key: str, epoch: int, student: nn.Module, optimizer: torch.optim.Optimizer,
-    generator: torch.Generator, curve: list[dict[str, float]], best: dict[str, float], elapsed: float,
-) -> None:  # fmt: skip
+    state: Path,
+    key: str,
+    epoch: int,
+    student: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    curve: list[dict[str, float]],
+    best: dict[str, float],
+    elapsed: float,
+) -> None:
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     torch_save(
-        {"key": key, "epoch": epoch, "trainable": trainable_state(student), "optimizer": optimizer.state_dict(),
-         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda,
-         "curve": curve, "best": best, "elapsed": elapsed},
+        {
+            "key": key,
+            "epoch": epoch,
+            "trainable": trainable_state(student),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": cuda,
+            "curve": curve,
+            "best": best,
+            "elapsed": elapsed,
+        },
         state / CHECKPOINT_NAME,
-    )  # fmt: skip
+    )
 
 
 def _resume(
-    state: Path, key: str, student: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+    state: Path,
+    key: str,
+    student: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
     pool: ImagePool,
-) -> dict[str, Any] | None:  # fmt: skip
+) -> dict[str, Any] | None:
     """Restore the checkpoint in ``state`` into the given objects; returns it (``None``: no checkpoint)."""
     path = state / CHECKPOINT_NAME
     if not path.is_file():

@@ -76,6 +76,8 @@ def _pretrained_student(spec: StudentSpec, num_classes: int, kwargs: dict[str, A
     if not os.path.isfile(spec.checkpoint):
         if spec.init == "pretrained":
             raise hub.missing_file_error(spec.checkpoint, spec.model)
-        raise SMIError(f"student checkpoint {spec.checkpoint} does not exist; give in 'checkpoint' the path of a "
-                       "teacher file of this suite or of a timm checkpoint, or use init 'pretrained'.")  # fmt: skip
+        raise SMIError(
+            f"student checkpoint {spec.checkpoint} does not exist; give in 'checkpoint' the path of a "
+            "teacher file of this suite or of a timm checkpoint, or use init 'pretrained'."
+        )
     return create_from_checkpoint(spec.model, num_classes, kwargs, spec.checkpoint, replace_head=True)

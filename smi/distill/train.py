@@ -164,7 +164,9 @@ def distill(
         for name, split in (extra_test_sets or {}).items()
     }
     if teacher_accuracy is None:
-        teacher_accuracy = evaluate_logits(teacher.model, test_set, recipe.eval_batch_size, device, "evaluate teacher", progress)
+        teacher_accuracy = evaluate_logits(
+            teacher.model, test_set, recipe.eval_batch_size, device, "evaluate teacher", progress
+        )
     return DistillResult(student, curve, len(images), dict(teacher_accuracy), extra)
 
 

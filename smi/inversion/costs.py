@@ -16,8 +16,8 @@ only), and tracks the CUDA peak per phase (before and after the last stop).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 from torch.utils import flop_counter
@@ -42,7 +42,9 @@ def _register_cpu_attention_formulas() -> None:
     if backward is not None and backward not in registry:
 
         @flop_counter.register_flop_formula(backward)
-        def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        def _cpu_sdpa_backward_flop(
+            grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+        ) -> int:
             return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
@@ -127,7 +129,6 @@ class Stopwatch:
         synchronize(self.device)
         self.elapsed += time.perf_counter() - self._started
         self._started = None
-
 
 
 def start_timed_loop(device: torch.device) -> Stopwatch:

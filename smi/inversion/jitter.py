@@ -73,7 +73,7 @@ class JitterSampler:
     flip: bool = True
 
     @classmethod
-    def for_image(cls, image_size: int, patch_size: int, fraction: float, flip: bool) -> "JitterSampler":
+    def for_image(cls, image_size: int, patch_size: int, fraction: float, flip: bool) -> JitterSampler:
         """Jitter of up to ``fraction`` of the image side, rounded to whole patches (>= 1 if > 0)."""
         if fraction <= 0:
             return cls(0, flip)
@@ -137,13 +137,15 @@ class PixelJitterSampler:
     diagonal: bool = False
 
     @classmethod
-    def official(cls, height: int, width: int, fraction: float, flip: bool) -> "PixelJitterSampler":
+    def official(cls, height: int, width: int, fraction: float, flip: bool) -> PixelJitterSampler:
         """SMI's official limits: ``int(side * fraction)`` pixels (28 px at 224 px and 1/8)."""
         return cls(int(height * fraction), int(width * fraction), flip)
 
     def sample(self, generator: torch.Generator) -> PixelJitter:
         """Draw one augmentation (the same for the whole batch); flip with probability 1/2."""
         dy = torch.randint(-self.max_dy, self.max_dy + 1, (1,), generator=generator).tolist()[0]
-        dx = dy if self.diagonal else torch.randint(-self.max_dx, self.max_dx + 1, (1,), generator=generator).tolist()[0]
+        dx = (
+            dy if self.diagonal else torch.randint(-self.max_dx, self.max_dx + 1, (1,), generator=generator).tolist()[0]
+        )
         flip = torch.rand((), generator=generator).tolist() > 0.5
         return PixelJitter(dy, dx, bool(flip and self.flip))

@@ -25,11 +25,12 @@ or ``bool()`` on a device tensor; only stopping iterations read values back (to 
 This module is ``protocol: suite``; ``protocol: official`` (the official code's loop on whole
 images, docs/protocols.md) is :mod:`smi.inversion.official`; :func:`smi.inversion.invert` picks one.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,7 @@ class ActiveLayout:
     neighbours: PatchNeighbours
 
     @classmethod
-    def of(cls, positions: torch.Tensor, grid: tuple[int, int]) -> "ActiveLayout":
+    def of(cls, positions: torch.Tensor, grid: tuple[int, int]) -> ActiveLayout:
         return cls(positions, PatchNeighbours.from_positions(positions, grid))
 
 
@@ -85,7 +86,8 @@ def _narrow_optimizer(
     state = optimizer.state.get(patches)
     if state:
         successor.state[narrowed] = {
-            key: gather_patches(value, keep) if key.startswith("exp_avg") else value.clone() for key, value in state.items()
+            key: gather_patches(value, keep) if key.startswith("exp_avg") else value.clone()
+            for key, value in state.items()
         }
     return narrowed, successor
 
@@ -320,7 +322,9 @@ class InversionRun:
         step = self.policy.decide(t, state.active, scores, self.generator)
         emitted = []
         if step.emit is not None:
-            emitted.append((self._snapshot(state.store, state.output(self.config.keep_best), state.layout), step.emit.clone()))
+            emitted.append(
+                (self._snapshot(state.store, state.output(self.config.keep_best), state.layout), step.emit.clone())
+            )
         if not torch.equal(step.active, state.active):
             check_step(state.active, step)
             state.narrow(step.active, self.vit.grid_size)
@@ -345,7 +349,9 @@ class InversionRun:
         images = images * mask_to_pixels(grid_mask, self.vit.patch_size).to(images.dtype)  # stopped patches black
         return InversionResult(images.cpu(), grid_mask.cpu(), self.targets.cpu(), stats)
 
-    def _stats(self, wall: float, active_tokens: list[int], losses: torch.Tensor, decisions: list[int]) -> InversionStats:
+    def _stats(
+        self, wall: float, active_tokens: list[int], losses: torch.Tensor, decisions: list[int]
+    ) -> InversionStats:
         """The run's costs (:meth:`CostMeter.stats`)."""
         shape = (self.config.iterations, self.shape[0], self.vit.num_patches)
         return self.costs.stats(wall, shape, active_tokens, losses, decisions, self.policy.needs_attention)

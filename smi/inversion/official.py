@@ -64,7 +64,9 @@ def official_scoring_iterations(decisions: tuple[int, ...] | list[int]) -> dict[
     """
     its = sorted(decisions)
     if its and its[0] < 1:
-        raise SMIError("protocol 'official' scores patches one iteration before each stop; a stop at iteration 0 is impossible.")
+        raise SMIError(
+            "protocol 'official' scores patches one iteration before each stop; a stop at iteration 0 is impossible."
+        )
     if any(b == a + 1 for a, b in zip(its, its[1:])):
         raise SMIError(
             f"protocol 'official' cannot stop at consecutive iterations {its} (the official code skips the first); "
@@ -195,4 +197,3 @@ class OfficialInversionRun(InversionRun):
         """FLOPs of the dense scoring forward that re-derives the output mask."""
         zeros = torch.zeros(self.shape, device=self.device)
         return count_forward_flops(lambda: self.vit(zeros, return_cls_attention=True))
-

@@ -80,7 +80,7 @@ class PatchPolicy(ABC):
             generator: Seeded CPU generator for random decisions.
         """
 
-    def official(self) -> "PatchPolicy":
+    def official(self) -> PatchPolicy:
         """The policy as the official SMI code runs it (``protocol: official``); default: itself."""
         return self
 
@@ -156,7 +156,7 @@ class ScheduledStopping(PatchPolicy):
         keep = max(1, rule(count, self._ratios[iteration]))
         return PolicyStep(keep_top(active, self.score(active, scores, generator), keep))
 
-    def official(self) -> "ScheduledStopping":
+    def official(self) -> ScheduledStopping:
         return type(self)(self.schedule, official_rounding=True)
 
     @abstractmethod

@@ -85,7 +85,7 @@ class PatchNeighbours:
     OFFSETS = ((0, 1), (1, 0), (1, 1), (-1, 1))
 
     @classmethod
-    def from_positions(cls, positions: torch.Tensor, grid: tuple[int, int]) -> "PatchNeighbours":
+    def from_positions(cls, positions: torch.Tensor, grid: tuple[int, int]) -> PatchNeighbours:
         """Neighbours of the active patches at row-major grid ``positions`` (B, K)."""
         b, k = positions.shape
         gh, gw = grid

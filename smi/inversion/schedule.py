@@ -37,7 +37,9 @@ class StoppingSchedule:
     ratios: tuple[float, ...] = (PAPER_RATIO,) * len(PAPER_ITERATIONS)
 
     def __post_init__(self) -> None:
-        fractional = [i for i in self.iterations if isinstance(i, bool) or not isinstance(i, (int, float)) or i != int(i)]
+        fractional = [
+            i for i in self.iterations if isinstance(i, bool) or not isinstance(i, (int, float)) or i != int(i)
+        ]
         if fractional:
             raise SMIError(
                 f"stopping schedule iterations {fractional} are not whole numbers; iterations count optimisation "
@@ -45,7 +47,9 @@ class StoppingSchedule:
             )
         bad_ratios = [r for r in self.ratios if isinstance(r, bool) or not isinstance(r, (int, float))]
         if bad_ratios:
-            raise SMIError(f"stopping ratios {bad_ratios} are not numbers; a ratio is a fraction in (0, 1) such as 0.3.")
+            raise SMIError(
+                f"stopping ratios {bad_ratios} are not numbers; a ratio is a fraction in (0, 1) such as 0.3."
+            )
         its, ratios = tuple(int(i) for i in self.iterations), tuple(float(r) for r in self.ratios)
         object.__setattr__(self, "iterations", its)
         object.__setattr__(self, "ratios", ratios)
@@ -61,10 +65,14 @@ class StoppingSchedule:
             )
         bad = [r for r in ratios if not 0.0 < r < 1.0]
         if bad:
-            raise SMIError(f"stopping ratios {bad} are outside (0, 1); a ratio is the fraction of active patches stopped.")
+            raise SMIError(
+                f"stopping ratios {bad} are outside (0, 1); a ratio is the fraction of active patches stopped."
+            )
 
     @classmethod
-    def build(cls, iterations: list[int] | tuple[int, ...], ratio: float | list[float] | tuple[float, ...]) -> "StoppingSchedule":
+    def build(
+        cls, iterations: list[int] | tuple[int, ...], ratio: float | list[float] | tuple[float, ...]
+    ) -> StoppingSchedule:
         """Build from iterations and one ratio (applied at every step) or one ratio per step."""
         ratios = tuple(ratio) if isinstance(ratio, (list, tuple)) else (float(ratio),) * len(iterations)
         return cls(tuple(iterations), ratios)
@@ -81,7 +89,7 @@ class StoppingSchedule:
             counts.append(keep_count(counts[-1], ratio))
         return counts
 
-    def within(self, total_iterations: int) -> "StoppingSchedule":
+    def within(self, total_iterations: int) -> StoppingSchedule:
         """This schedule, checked to fit a run of ``total_iterations`` (iterations 0 .. total - 1).
 
         Raises:
@@ -96,7 +104,7 @@ class StoppingSchedule:
             )
         return self
 
-    def scaled(self, factor: float) -> "StoppingSchedule":
+    def scaled(self, factor: float) -> StoppingSchedule:
         """The schedule with iterations multiplied by ``factor`` (a compressed run), kept distinct."""
         its: list[int] = []
         for it in self.iterations:

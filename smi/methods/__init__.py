@@ -7,6 +7,7 @@
 - :mod:`~smi.methods.synthesize`: batching, targets, seeds and summed costs of an image set.
 """
 
+from smi.methods.core import DenseInversion, RandomStoppingInversion, ScheduleParams, SparseModelInversion
 from smi.methods.registry import (
     PLUGIN_PACKAGES,
     InversionMethod,
@@ -17,7 +18,6 @@ from smi.methods.registry import (
     method_class,
     register_method,
 )
-from smi.methods.core import DenseInversion, RandomStoppingInversion, ScheduleParams, SparseModelInversion
 from smi.methods.synthesize import balanced_targets, official_targets, sample_targets, synthesize, teacher_description
 
 __all__ = [

@@ -12,21 +12,28 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from smi.config import from_dict, to_dict
 from smi.errors import SMIError
 from smi.inversion.types import InversionRequest, InversionResult
 
-_METHODS: dict[str, type["InversionMethod"]] = {}
+_METHODS: dict[str, type[InversionMethod]] = {}
 #: Packages imported to discover registered methods (a third-party plugin can append to this).
 PLUGIN_PACKAGES: list[str] = ["smi.methods.core", "baselines"]
 _loaded = False
 
 __all__ = [
-    "PLUGIN_PACKAGES", "InversionMethod", "InversionRequest", "NoParams", "available_methods", "create_method",
-    "method_class", "register_method",
+    "PLUGIN_PACKAGES",
+    "InversionMethod",
+    "InversionRequest",
+    "NoParams",
+    "available_methods",
+    "create_method",
+    "method_class",
+    "register_method",
 ]
 
 
@@ -56,7 +63,10 @@ class InversionMethod(ABC):
 
     def describe(self) -> dict[str, Any]:
         """Name and parameters, for metadata and metrics."""
-        return {"method": self.name, "method_params": to_dict(self.params) if dataclasses.is_dataclass(self.params) else {}}
+        return {
+            "method": self.name,
+            "method_params": to_dict(self.params) if dataclasses.is_dataclass(self.params) else {},
+        }
 
 
 M = TypeVar("M", bound=type[InversionMethod])

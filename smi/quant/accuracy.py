@@ -7,7 +7,7 @@ computed identically and can be compared point for point.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -15,7 +15,6 @@ from tqdm import tqdm
 
 from smi.accuracy import TOP_K, count_topk_hits
 from smi.errors import SMIError
-
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ quantized models differ in where they quantize, not in how their results are rea
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -8,7 +8,7 @@ inversion) have all-true keep masks and take the same path.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm

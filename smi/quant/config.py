@@ -47,9 +47,7 @@ class QuantConfig:
         object.__setattr__(self, "w_bits", check_bits(self.w_bits, "w_bits"))
         object.__setattr__(self, "a_bits", check_bits(self.a_bits, "a_bits"))
         if self.range_estimator not in RANGE_ESTIMATORS:
-            raise SMIError(
-                f"unknown range_estimator {self.range_estimator!r}; choose one of {list(RANGE_ESTIMATORS)}."
-            )
+            raise SMIError(f"unknown range_estimator {self.range_estimator!r}; choose one of {list(RANGE_ESTIMATORS)}.")
         if not 50.0 < float(self.percentile) <= 100.0:
             raise SMIError(f"percentile = {self.percentile} must lie in (50, 100], for example 99.99.")
         for name in ("calib_size", "calib_batch_size", "eval_batch_size"):

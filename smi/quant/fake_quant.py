@@ -47,13 +47,13 @@ class IntGrid:
     qmax: int
 
     @classmethod
-    def symmetric(cls, bits: int) -> "IntGrid":
+    def symmetric(cls, bits: int) -> IntGrid:
         """Narrow signed grid [-(2^(b-1) - 1), 2^(b-1) - 1]: zero point 0, the same step both ways."""
         top = 2 ** (bits - 1) - 1
         return cls(-top, top)
 
     @classmethod
-    def asymmetric(cls, bits: int) -> "IntGrid":
+    def asymmetric(cls, bits: int) -> IntGrid:
         """Unsigned grid [0, 2^b - 1] for per-tensor activations with a zero point."""
         return cls(0, 2**bits - 1)
 

@@ -21,7 +21,7 @@ they never enter an activation range.
 from __future__ import annotations
 
 import copy
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from timm.layers import Attention

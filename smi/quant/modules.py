@@ -25,8 +25,8 @@ from torch import nn
 
 from smi.errors import SMIError
 from smi.quant.fake_quant import IntGrid, asymmetric_qparams, fake_quantize, quantize_weight_per_channel
-from smi.quant.official_grid import official_act_qparams, official_fake_quantize
 from smi.quant.observers import OfficialRangeObserver, RangeObserver, RangeQuantizer
+from smi.quant.official_grid import official_act_qparams, official_fake_quantize
 
 Mode = Literal["off", "observe", "quantize"]
 
@@ -129,7 +129,7 @@ class QuantLinear(nn.Module):
         act: A factory returning a fresh :class:`ActQuantizer`.
     """
 
-    def __init__(self, linear: nn.Linear, w_bits: int, act: "ActFactory") -> None:
+    def __init__(self, linear: nn.Linear, w_bits: int, act: ActFactory) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight
@@ -159,7 +159,7 @@ class QuantAttention(nn.Module):
         act: A factory returning a fresh :class:`ActQuantizer`.
     """
 
-    def __init__(self, attn: Attention, w_bits: int, act: "ActFactory") -> None:
+    def __init__(self, attn: Attention, w_bits: int, act: ActFactory) -> None:
         super().__init__()
         if type(attn) is not Attention:
             raise SMIError(
@@ -181,9 +181,7 @@ class QuantAttention(nn.Module):
         self.q_quant, self.k_quant, self.v_quant = act(), act(), act()
         self.score_quant, self.prob_quant = act(), act()
 
-    def forward(
-        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         if attn_mask is not None or is_causal:
             raise SMIError("quantized attention does not support attention masks (ViT classifiers use none).")
         b, n, _ = x.shape

@@ -16,8 +16,8 @@ every other value, and so on), so the memory stays bounded on large models.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -29,7 +29,7 @@ quantized only when :meth:`OfficialQuantViT.finalize` switches to quantized mode
 from __future__ import annotations
 
 import copy
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -202,7 +202,9 @@ def check_official_layout(model: nn.Module) -> None:
     if getattr(model, "global_pool", "token") != "token" or getattr(model, "attn_pool", None) is not None:
         problems.append("it needs class-token pooling")
     identity = {
-        "patch_embed.norm": model.patch_embed.norm, "norm_pre": model.norm_pre, "fc_norm": model.fc_norm,
+        "patch_embed.norm": model.patch_embed.norm,
+        "norm_pre": model.norm_pre,
+        "fc_norm": model.fc_norm,
     }
     for i, block in enumerate(model.blocks):
         attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
@@ -213,18 +215,24 @@ def check_official_layout(model: nn.Module) -> None:
         if not all(hasattr(mlp, a) for a in ("fc1", "act", "fc2")):
             problems.append(f"block {i} needs timm's Mlp (fc1, act, fc2)")
             continue
-        identity.update({
-            f"blocks.{i}.attn.q_norm": attn.q_norm, f"blocks.{i}.attn.k_norm": attn.k_norm,
-            f"blocks.{i}.attn.norm": getattr(attn, "norm", nn.Identity()), f"blocks.{i}.ls1": block.ls1,
-            f"blocks.{i}.ls2": block.ls2, f"blocks.{i}.mlp.norm": getattr(mlp, "norm", nn.Identity()),
-        })
+        identity.update(
+            {
+                f"blocks.{i}.attn.q_norm": attn.q_norm,
+                f"blocks.{i}.attn.k_norm": attn.k_norm,
+                f"blocks.{i}.attn.norm": getattr(attn, "norm", nn.Identity()),
+                f"blocks.{i}.ls1": block.ls1,
+                f"blocks.{i}.ls2": block.ls2,
+                f"blocks.{i}.mlp.norm": getattr(mlp, "norm", nn.Identity()),
+            }
+        )
     problems += [f"{name} must be absent (Identity)" for name, m in identity.items() if not isinstance(m, nn.Identity)]
     if not isinstance(model.head, nn.Linear):
         problems.append("it needs a linear classifier head")
     if problems:
         raise SMIError(
             "the official PTQ protocol reproduces the official quantized DeiT; this model differs: "
-            + "; ".join(problems[:4]) + ". Use quantization protocol 'suite' for it."
+            + "; ".join(problems[:4])
+            + ". Use quantization protocol 'suite' for it."
         )
 
 

@@ -23,26 +23,52 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
 from smi.errors import SMIError
 from smi.io import atomic_path
 
-KINDS: tuple[str, ...] = ("teacher", "inversion", "quantization", "distillation", "foreground", "timing", "testbed", "pretrain")
+KINDS: tuple[str, ...] = (
+    "teacher",
+    "inversion",
+    "quantization",
+    "distillation",
+    "foreground",
+    "timing",
+    "testbed",
+    "pretrain",
+)
 # Columns that identify a record; they lead the summary and are copied into the long tables.
 KEY_COLUMNS: tuple[str, ...] = (
-    "kind", "dataset", "teacher", "teacher_seed", "model_name", "method", "calibration", "student", "seed",
+    "kind",
+    "dataset",
+    "teacher",
+    "teacher_seed",
+    "model_name",
+    "method",
+    "calibration",
+    "student",
+    "seed",
 )
 # Records that hold several measurements as a list of dicts under this key: kind -> key. Each
 # entry becomes its own summary row (record keys + entry keys; lists in an entry as JSON text).
 ROW_LISTS: dict[str, str] = {"timing": "timings"}
 SOURCE_COLUMN = "source"
 INTEGER_COLUMNS: tuple[str, ...] = (
-    "seed", "teacher_seed", "w_bits", "a_bits", "calib_size", "epochs", "num_images", "iterations", "batch_size",
+    "seed",
+    "teacher_seed",
+    "w_bits",
+    "a_bits",
+    "calib_size",
+    "epochs",
+    "num_images",
+    "iterations",
+    "batch_size",
 )
 # Top-level list keys written as long tables: key -> (file name, index column, value column).
 # ``curve`` holds dicts (one per epoch), so its value column is None: the dict keys become columns.
@@ -148,7 +174,9 @@ def _long_rows(record: Mapping[str, Any], keys: Mapping[str, Any]) -> dict[str, 
             if value_col is None:
                 if isinstance(item, Mapping):
                     # Epochs are counted from 1 when the writer did not say.
-                    rows.append({**keys, index: item.get(index, position + 1), **{k: v for k, v in item.items() if k != index}})
+                    rows.append(
+                        {**keys, index: item.get(index, position + 1), **{k: v for k, v in item.items() if k != index}}
+                    )
             else:
                 rows.append({**keys, index: position, value_col: item})
     return out
@@ -223,7 +251,9 @@ def aggregate_files(paths: Iterable[str | os.PathLike[str]], root: str | os.Path
         source = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
         records.append((source, load_record(path)))
     if not records:
-        raise SMIError("no metrics records to aggregate; check --inputs or that --root holds the workflow's JSON files.")
+        raise SMIError(
+            "no metrics records to aggregate; check --inputs or that --root holds the workflow's JSON files."
+        )
     return aggregate(records)
 
 

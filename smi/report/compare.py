@@ -18,9 +18,9 @@ from tabulate import tabulate
 
 from smi.errors import SMIError
 from smi.report.aggregate import read_aggregate
-from smi.report.render import Table
 from smi.report.defaults import DEFAULT_TARGET_FRACTION
 from smi.report.names import TABLE_NAMES
+from smi.report.render import Table
 from smi.report.tables import build_tables
 
 SAME, CHANGED, ONLY_A, ONLY_B = "same", "changed", "only in A", "only in B"
@@ -56,12 +56,16 @@ def table_cells(table: Table) -> pd.DataFrame:
         return pd.DataFrame(columns=[*CELL_KEYS, "mean", "std", "n"])
     cells = table.cells
     row = cells[list(table.index)].astype(str).agg(" / ".join, axis=1)
-    return pd.DataFrame({
-        "table": table.name, "row": row, "column": cells["column"].astype(str),
-        "mean": pd.to_numeric(cells["mean"], errors="coerce").astype(float),
-        "std": pd.to_numeric(cells["std"], errors="coerce").astype(float),
-        "n": pd.to_numeric(cells["n"], errors="coerce"),
-    })
+    return pd.DataFrame(
+        {
+            "table": table.name,
+            "row": row,
+            "column": cells["column"].astype(str),
+            "mean": pd.to_numeric(cells["mean"], errors="coerce").astype(float),
+            "std": pd.to_numeric(cells["std"], errors="coerce").astype(float),
+            "n": pd.to_numeric(cells["n"], errors="coerce"),
+        }
+    )
 
 
 def run_cells(run: str | os.PathLike[str], target_fraction: float = DEFAULT_TARGET_FRACTION) -> pd.DataFrame:
@@ -95,8 +99,12 @@ def compare_cells(cells_a: pd.DataFrame, cells_b: pd.DataFrame, tolerance: Toler
     return merged[[*CELL_KEYS, "a", "b", "diff", "rel_diff_pct", "status"]].reset_index(drop=True)
 
 
-def compare_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], tolerance: Tolerance = Tolerance(),
-                 target_fraction: float = DEFAULT_TARGET_FRACTION) -> pd.DataFrame:
+def compare_runs(
+    run_a: str | os.PathLike[str],
+    run_b: str | os.PathLike[str],
+    tolerance: Tolerance = Tolerance(),
+    target_fraction: float = DEFAULT_TARGET_FRACTION,
+) -> pd.DataFrame:
     """Compare the tables of two run folders; see :func:`compare_cells`."""
     return compare_cells(run_cells(run_a, target_fraction), run_cells(run_b, target_fraction), tolerance)
 
@@ -108,11 +116,27 @@ def format_comparison(diff: pd.DataFrame, show_all: bool = False) -> str:
     for name in dict.fromkeys(shown["table"]):
         part = shown[shown["table"] == name]
         body = [
-            [r.row, r.column, _num(r.a), _num(r.b), _num(r.diff, signed=True), _num(r.rel_diff_pct, signed=True), r.status]
+            [
+                r.row,
+                r.column,
+                _num(r.a),
+                _num(r.b),
+                _num(r.diff, signed=True),
+                _num(r.rel_diff_pct, signed=True),
+                r.status,
+            ]
             for r in part.itertuples()
         ]
-        lines += [f"== {name} ==", tabulate(body, headers=["row", "column", "A", "B", "B - A", "B - A (%)", "status"],
-                                          tablefmt="simple", disable_numparse=True), ""]
+        lines += [
+            f"== {name} ==",
+            tabulate(
+                body,
+                headers=["row", "column", "A", "B", "B - A", "B - A (%)", "status"],
+                tablefmt="simple",
+                disable_numparse=True,
+            ),
+            "",
+        ]
     counts = diff["status"].value_counts()
     lines.append(
         f"{len(diff)} cells: {counts.get(SAME, 0)} same, {counts.get(CHANGED, 0)} changed, "

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import matplotlib
 
@@ -32,7 +32,13 @@ from smi.io import atomic_path
 from smi.report.aggregate import Aggregate
 from smi.report.render import METHOD_LABELS
 from smi.report.stats import (
-    DENSE, REFERENCE_SOURCES, TIMING_KEYS, fill_keys, isolated_timings, ordered_methods, ratios_to_dense,
+    DENSE,
+    REFERENCE_SOURCES,
+    TIMING_KEYS,
+    fill_keys,
+    isolated_timings,
+    ordered_methods,
+    ratios_to_dense,
 )
 from smi.report.tables import BUDGET_COLUMN, budget_labels
 
@@ -123,9 +129,12 @@ def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure
         return placeholder(title, "no method has a matching dense run.")
     frame = frame.assign(setting=frame["dataset"].astype(str) + " / " + frame["teacher"].astype(str))
     palette = palette or method_palette(frame["method"])
-    metrics = [("speedup", "Speed-up over dense (×)"), ("flops_reduction_pct", "FLOPs reduction (%)"),
-               ("memory_reduction_pct", "Peak-memory reduction (%)"),
-               ("memory_after_stop_reduction_pct", "Memory reduction after last stop (%)")]
+    metrics = [
+        ("speedup", "Speed-up over dense (×)"),
+        ("flops_reduction_pct", "FLOPs reduction (%)"),
+        ("memory_reduction_pct", "Peak-memory reduction (%)"),
+        ("memory_after_stop_reduction_pct", "Memory reduction after last stop (%)"),
+    ]
     settings = list(dict.fromkeys(frame["setting"]))
     fig, axes = _panels(len(metrics) * len(settings), ncols=len(metrics))
     for row, setting in enumerate(settings):
@@ -133,8 +142,19 @@ def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure
         order = ordered_methods(part["method"])
         for col, (value, ylabel) in enumerate(metrics):
             ax = axes[row * len(metrics) + col]
-            sns.barplot(part, x="method", y=value, hue="method", order=order, hue_order=order, palette=palette,
-                        errorbar=ERRORBAR, capsize=0.2, legend=False, ax=ax)
+            sns.barplot(
+                part,
+                x="method",
+                y=value,
+                hue="method",
+                order=order,
+                hue_order=order,
+                palette=palette,
+                errorbar=ERRORBAR,
+                capsize=0.2,
+                legend=False,
+                ax=ax,
+            )
             # No jitter: random jitter would make reruns produce different files.
             sns.stripplot(part, x="method", y=value, order=order, color="black", size=3, jitter=False, ax=ax)
             if value == "speedup":
@@ -194,16 +214,38 @@ def accuracy_vs_gflops_figure(summary: pd.DataFrame, palette: dict | None = None
         part = down[down["panel"] == panel]
         points = part.dropna(subset=["gflops_per_image", "top1"])
         order = ordered_methods(points["method"])
-        sns.scatterplot(points, x="gflops_per_image", y="top1", hue="method", hue_order=order, palette=palette,
-                        style="method", style_order=order, s=60, ax=ax)
+        sns.scatterplot(
+            points,
+            x="gflops_per_image",
+            y="top1",
+            hue="method",
+            hue_order=order,
+            palette=palette,
+            style="method",
+            style_order=order,
+            s=60,
+            ax=ax,
+        )
         front = _pareto(points, "gflops_per_image", "top1")
-        ax.step(front["gflops_per_image"], front["top1"], where="post", color="grey", linewidth=1,
-                linestyle=":", label="Pareto front")
+        ax.step(
+            front["gflops_per_image"],
+            front["top1"],
+            where="post",
+            color="grey",
+            linewidth=1,
+            linestyle=":",
+            label="Pareto front",
+        )
         # Sources without an inversion cost (noise, real data) are references, drawn as lines.
         refs = part[part["gflops_per_image"].isna()].groupby("method")["top1"].mean()
         for method, value in refs.items():
-            ax.axhline(value, color=palette.get(method, "grey"), linestyle="--", linewidth=1,
-                       label=f"{_label(method)} (no inversion)")
+            ax.axhline(
+                value,
+                color=palette.get(method, "grey"),
+                linestyle="--",
+                linewidth=1,
+                label=f"{_label(method)} (no inversion)",
+            )
         ax.set(xlabel="Inversion cost (GFLOPs / image)", ylabel="Top-1 (%)", title=panel)
         _relabel_legend(ax)
     fig.suptitle(f"{title}: one point per method and seed")
@@ -230,8 +272,17 @@ def distillation_curves_figure(summary: pd.DataFrame, curves: pd.DataFrame, pale
         order = ordered_methods(part["method"])
         for col, (value, ylabel) in enumerate(metrics):
             ax = axes[row * len(metrics) + col]
-            sns.lineplot(part, x="epoch", y=value, hue="method", hue_order=order, palette=palette,
-                         errorbar=ERRORBAR, marker="o", ax=ax)
+            sns.lineplot(
+                part,
+                x="epoch",
+                y=value,
+                hue="method",
+                hue_order=order,
+                palette=palette,
+                errorbar=ERRORBAR,
+                marker="o",
+                ax=ax,
+            )
             ax.set(xlabel="Epoch", ylabel=ylabel, title=setting)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             _relabel_legend(ax, show=col == len(metrics) - 1)
@@ -242,12 +293,16 @@ def distillation_curves_figure(summary: pd.DataFrame, curves: pd.DataFrame, pale
 def active_patches_figure(active: pd.DataFrame, losses: pd.DataFrame, palette: dict | None = None) -> Figure:
     """Active patch tokens per sample and inversion loss against the iteration."""
     title = "Inversion progress"
-    series = [(f, v, lbl) for f, v, lbl in ((active, "active_tokens", "Active patches per image"),
-                                             (losses, "loss", "Inversion loss")) if not f.empty and v in f]
+    series = [
+        (f, v, lbl)
+        for f, v, lbl in ((active, "active_tokens", "Active patches per image"), (losses, "loss", "Inversion loss"))
+        if not f.empty and v in f
+    ]
     if not series:
         return placeholder(title, "no per-iteration inversion records.")
-    settings = list(dict.fromkeys(pd.concat([f["dataset"].astype(str) + " / " + f["teacher"].astype(str)
-                                             for f, _, _ in series])))
+    settings = list(
+        dict.fromkeys(pd.concat([f["dataset"].astype(str) + " / " + f["teacher"].astype(str) for f, _, _ in series]))
+    )
     palette = palette or method_palette(pd.concat([f["method"] for f, _, _ in series]))
     fig, axes = _panels(len(settings) * len(series), ncols=len(series))
     for row, setting in enumerate(settings):
@@ -257,16 +312,26 @@ def active_patches_figure(active: pd.DataFrame, losses: pd.DataFrame, palette: d
             order = ordered_methods(part["method"])
             # Patch counts change in steps at the stopping iterations: draw them (and the band) as steps.
             steps = {"drawstyle": "steps-post", "err_kws": {"step": "post"}} if value == "active_tokens" else {}
-            sns.lineplot(part, x="iteration", y=value, hue="method", hue_order=order, palette=palette,
-                         errorbar=ERRORBAR, ax=ax, **steps)
+            sns.lineplot(
+                part,
+                x="iteration",
+                y=value,
+                hue="method",
+                hue_order=order,
+                palette=palette,
+                errorbar=ERRORBAR,
+                ax=ax,
+                **steps,
+            )
             ax.set(xlabel="Iteration", ylabel=ylabel, title=setting)
             _relabel_legend(ax, show=col == len(series) - 1)
     fig.suptitle(f"{title} (mean over seeds)")
     return fig
 
 
-def save_figure(fig: Figure, out_dir: str | os.PathLike[str], name: str,
-                formats: Sequence[str] = FORMATS) -> list[Path]:
+def save_figure(
+    fig: Figure, out_dir: str | os.PathLike[str], name: str, formats: Sequence[str] = FORMATS
+) -> list[Path]:
     """Save ``<out_dir>/<name>.<fmt>`` atomically for each format; returns the paths."""
     written = []
     for fmt in formats:
@@ -288,8 +353,9 @@ def build_figures(agg: Aggregate) -> dict[str, Figure]:
         "speedup": lambda: speedup_figure(summary, palette),
         "accuracy_vs_gflops": lambda: accuracy_vs_gflops_figure(summary, palette),
         "distillation_curves": lambda: distillation_curves_figure(summary, _keyed(agg.table("curves.csv")), palette),
-        "active_patches": lambda: active_patches_figure(_keyed(agg.table("active_tokens.csv")),
-                                                        _keyed(agg.table("loss_curves.csv")), palette),
+        "active_patches": lambda: active_patches_figure(
+            _keyed(agg.table("active_tokens.csv")), _keyed(agg.table("loss_curves.csv")), palette
+        ),
     }
     with sns.axes_style("whitegrid"):
         return {name: build() for name, build in builders.items()}

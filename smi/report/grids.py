@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -61,8 +61,9 @@ def _to_display(image: np.ndarray) -> np.ndarray:
     return image[0] if image.shape[0] == 1 else np.transpose(image, (1, 2, 0))
 
 
-def image_grid_figure(sets: Sequence[ImageSet], num_classes: int = DEFAULT_GRID_CLASSES,
-                      class_names: Sequence[str] | None = None) -> Figure:
+def image_grid_figure(
+    sets: Sequence[ImageSet], num_classes: int = DEFAULT_GRID_CLASSES, class_names: Sequence[str] | None = None
+) -> Figure:
     """One row per image set (real first, then methods in table order), one column per class.
 
     Args:
@@ -92,13 +93,19 @@ def image_grid_figure(sets: Sequence[ImageSet], num_classes: int = DEFAULT_GRID_
             ax.set_yticks([])
             hits = np.flatnonzero(targets == cls)
             if hits.size:  # the first image of the class: deterministic across reruns
-                ax.imshow(_to_display(image_set.images[hits[0]].numpy()), cmap="gray", vmin=0.0, vmax=1.0,
-                          interpolation="nearest")
+                ax.imshow(
+                    _to_display(image_set.images[hits[0]].numpy()),
+                    cmap="gray",
+                    vmin=0.0,
+                    vmax=1.0,
+                    interpolation="nearest",
+                )
             else:
                 ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize="small", color="grey")
             if r == 0:
-                ax.set_title(str(names[cls]) if names is not None and cls < len(names) else f"class {cls}",
-                             fontsize="small")
+                ax.set_title(
+                    str(names[cls]) if names is not None and cls < len(names) else f"class {cls}", fontsize="small"
+                )
             if c == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
     fig.suptitle("Inverted images per method (stopped patches black) and real images of the same classes")

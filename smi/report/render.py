@@ -11,9 +11,9 @@ from __future__ import annotations
 import html
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 from tabulate import tabulate
@@ -170,7 +170,12 @@ def _grid(table: Table, style: str) -> tuple[list[str], list[list[str]], list[st
         d = cell._asdict()
         key = tuple(d[i] for i in table.index)
         note = d.get("note")
-        lookup[(key, d["column"])] = (float(d["mean"]), float(d["std"]), float(d["n"]), "" if pd.isna(note) else str(note))
+        lookup[(key, d["column"])] = (
+            float(d["mean"]),
+            float(d["std"]),
+            float(d["n"]),
+            "" if pd.isna(note) else str(note),
+        )
     decimals = {
         c.label: _decimals(c, [v[0] for (k, lbl), v in lookup.items() if lbl == c.label]) for c in table.columns
     }
@@ -208,9 +213,23 @@ def _bold(text: str, style: str) -> str:
     return f"<b>{text}</b>"
 
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "±": r"$\pm$", "→": r"$\rightarrow$", "×": r"$\times$", "≥": r"$\geq$", "−": r"$-$"}
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "→": r"$\rightarrow$",
+    "×": r"$\times$",
+    "≥": r"$\geq$",
+    "−": r"$-$",
+}
 
 
 def _escape(text: str, style: str) -> str:
@@ -272,9 +291,9 @@ def render_html(table: Table) -> str:
         n_index = len(headers) - len(table.columns)
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
         rows = "".join(
-            "<tr>" + "".join(
-                f'<td class="{"num" if i >= n_index else "key"}">{v}</td>' for i, v in enumerate(r)
-            ) + "</tr>"
+            "<tr>"
+            + "".join(f'<td class="{"num" if i >= n_index else "key"}">{v}</td>' for i, v in enumerate(r))
+            + "</tr>"
             for r in body
         )
         parts = [f"<p>{html.escape('; '.join(extras))}</p>"] if extras else []
@@ -283,7 +302,7 @@ def render_html(table: Table) -> str:
             parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ul>")
         body_html = "".join(parts)
     return (
-        f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title>{style}</head>"
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title>{style}</head>'
         f"<body><h3>{title}</h3>{body_html}</body></html>\n"
     )
 

@@ -9,7 +9,7 @@ variation of the machine enters the spread instead of being averaged away first.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,7 +74,10 @@ def seed_stats(frame: pd.DataFrame, keys: Sequence[str], value: str) -> pd.DataF
 
 # Cost columns compared with dense inversion.
 COST_COLUMNS: tuple[str, ...] = (
-    "time_per_image_s", "gflops_per_image", "peak_memory_bytes", "peak_memory_after_last_stop_bytes",
+    "time_per_image_s",
+    "gflops_per_image",
+    "peak_memory_bytes",
+    "peak_memory_after_last_stop_bytes",
 )
 
 

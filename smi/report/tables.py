@@ -29,8 +29,15 @@ from smi.report.aggregate import Aggregate
 from smi.report.defaults import DEFAULT_TARGET_FRACTION
 from smi.report.render import HIGHER, LOWER, Column, Table, write_table
 from smi.report.stats import (
-    DENSE, MISSING_KEY, REFERENCE_SOURCES, fill_keys, first_epoch_reaching, isolated_timings, method_sort_key,
-    ratios_to_dense, seed_stats,
+    DENSE,
+    MISSING_KEY,
+    REFERENCE_SOURCES,
+    fill_keys,
+    first_epoch_reaching,
+    isolated_timings,
+    method_sort_key,
+    ratios_to_dense,
+    seed_stats,
 )
 
 BYTES_PER_MIB = 2**20
@@ -58,14 +65,18 @@ def _records(summary: pd.DataFrame, kind: str, keys: tuple[str, ...]) -> pd.Data
 
 def budget_labels(frame: pd.DataFrame) -> pd.Series:
     """Per-row image budget: ``"<g> GFLOPs"`` or ``"fixed image count"`` without a budget."""
-    values = pd.to_numeric(frame[BUDGET_COLUMN], errors="coerce") if BUDGET_COLUMN in frame else pd.Series(
-        np.nan, index=frame.index)
+    values = (
+        pd.to_numeric(frame[BUDGET_COLUMN], errors="coerce")
+        if BUDGET_COLUMN in frame
+        else pd.Series(np.nan, index=frame.index)
+    )
     return values.map(lambda v: f"{v:g} GFLOPs of inversion" if pd.notna(v) else "fixed image count")
 
 
 def _empty(name: str, title: str, index: tuple[str, ...], reason: str) -> Table:
-    return Table(name, title, index, [], pd.DataFrame(columns=[*index, "reference"]),
-                 pd.DataFrame(), empty_reason=reason)
+    return Table(
+        name, title, index, [], pd.DataFrame(columns=[*index, "reference"]), pd.DataFrame(), empty_reason=reason
+    )
 
 
 def _sorted_rows(frame: pd.DataFrame, index: tuple[str, ...], method_col: str) -> pd.DataFrame:
@@ -86,10 +97,14 @@ def _seed_note(frame: pd.DataFrame) -> str:
         return SEED_NOTE
     seeds = sorted(frame["seed"].dropna().unique().tolist())
     note = f"{SEED_NOTE} Seeds: {', '.join(str(s) for s in seeds) or 'none recorded'}."
-    teacher_seeds = sorted({str(s) for s in frame.get("teacher_seed", pd.Series(dtype=object)).dropna()} - {MISSING_KEY})
+    teacher_seeds = sorted(
+        {str(s) for s in frame.get("teacher_seed", pd.Series(dtype=object)).dropna()} - {MISSING_KEY}
+    )
     if len(teacher_seeds) > 1:
-        note += (f" Teacher seeds: {', '.join(teacher_seeds)} (each trains its own teacher); a cell pools every "
-                 "teacher seed and inversion seed of its teacher, so its std includes the teacher's variance.")
+        note += (
+            f" Teacher seeds: {', '.join(teacher_seeds)} (each trains its own teacher); a cell pools every "
+            "teacher seed and inversion seed of its teacher, so its std includes the teacher's variance."
+        )
     return note
 
 
@@ -123,14 +138,23 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
     timing = isolated_timings(summary)
     timing = timing.merge(frame[list(index)].drop_duplicates(), on=list(index))  # rows the table lists
     if timing.empty:
-        time_cells = [_cells(frame, index, "time_per_image_s", time_col.label), _cells(frame, index, "speedup", speedup_col.label)]
-        time_notes = ["Times: each inversion job's own wall time; jobs ran beside other jobs, so times and speed-ups "
-                      "are not isolated (enable `timing` for isolated ones)."]
+        time_cells = [
+            _cells(frame, index, "time_per_image_s", time_col.label),
+            _cells(frame, index, "speedup", speedup_col.label),
+        ]
+        time_notes = [
+            "Times: each inversion job's own wall time; jobs ran beside other jobs, so times and speed-ups "
+            "are not isolated (enable `timing` for isolated ones)."
+        ]
     else:
-        time_cells = [_cells(timing, index, "time_per_image_s", time_col.label),
-                      _cells(timing, index, "speedup", speedup_col.label)]
+        time_cells = [
+            _cells(timing, index, "time_per_image_s", time_col.label),
+            _cells(timing, index, "speedup", speedup_col.label),
+        ]
         time_notes = [_timing_note(timing, frame)]
-    cells = pd.concat([*time_cells, *(_cells(frame, index, value, col.label) for value, col in specs)], ignore_index=True)
+    cells = pd.concat(
+        [*time_cells, *(_cells(frame, index, value, col.label) for value, col in specs)], ignore_index=True
+    )
     notes = [
         _seed_note(frame),
         f"Image sources without inversion ({', '.join(REFERENCE_SOURCES)}) are not listed.",
@@ -140,37 +164,53 @@ def efficiency_table(summary: pd.DataFrame) -> Table:
     ]
     kinds = sorted(set(frame["memory_kind"].dropna().astype(str)) & set(MEMORY_KINDS)) if "memory_kind" in frame else []
     if kinds:
-        notes.append("Memory: " + "; ".join(MEMORY_KINDS.get(k, k) for k in kinds) + ". Peak memory covers the "
-                     "whole run, including the dense iterations before the first stop; 'after last stop' is the "
-                     "peak of the sparse phase that follows the last stopping step (dense: its whole-run peak).")
+        notes.append(
+            "Memory: " + "; ".join(MEMORY_KINDS.get(k, k) for k in kinds) + ". Peak memory covers the "
+            "whole run, including the dense iterations before the first stop; 'after last stop' is the "
+            "peak of the sparse phase that follows the last stopping step (dense: its whole-run peak)."
+        )
     unmatched = frame[~frame["has_dense"]]
     if len(unmatched):
         pairs = sorted({f"{r.dataset}/{r.teacher} seed {r.seed}" for r in unmatched.itertuples()})
-        notes.append(
-            "Speed-up and reductions are empty where no dense run matches (" + ", ".join(pairs) + ")."
-        )
-    return Table("efficiency", title, index, [time_col, speedup_col, *(c for _, c in specs)],
-                 _sorted_rows(frame, index, "method"), cells, group=("dataset", "teacher"), notes=notes)
+        notes.append("Speed-up and reductions are empty where no dense run matches (" + ", ".join(pairs) + ").")
+    return Table(
+        "efficiency",
+        title,
+        index,
+        [time_col, speedup_col, *(c for _, c in specs)],
+        _sorted_rows(frame, index, "method"),
+        cells,
+        group=("dataset", "teacher"),
+        notes=notes,
+    )
 
 
 def _timing_note(timing: pd.DataFrame, frame: pd.DataFrame) -> str:
     """How the isolated times were taken, and which listed methods they do not cover."""
+
     def values(col: str) -> str:
-        found = sorted({_int_text(v) for v in pd.to_numeric(timing.get(col, pd.Series(dtype=float)), errors="coerce").dropna()})
+        found = sorted(
+            {_int_text(v) for v in pd.to_numeric(timing.get(col, pd.Series(dtype=float)), errors="coerce").dropna()}
+        )
         return "/".join(found) or "?"
 
-    note = (f"Time / image and speed-up: one timing job per teacher (`smi time-inversions`) with the machine to "
-            f"itself timed every method's inversion loop in {values('rounds')} interleaved rounds, "
-            f"{values('timed_iterations')} of the run's {values('full_iterations')} iterations with the stopping "
-            f"schedules compressed in proportion, on the batch each inversion job uses; cells are the median over "
-            f"the rounds, speed-up = dense time / method time within each round. The inversion jobs' own wall "
-            f"times (summary.csv) shared the machine and are not used.")
+    note = (
+        f"Time / image and speed-up: one timing job per teacher (`smi time-inversions`) with the machine to "
+        f"itself timed every method's inversion loop in {values('rounds')} interleaved rounds, "
+        f"{values('timed_iterations')} of the run's {values('full_iterations')} iterations with the stopping "
+        f"schedules compressed in proportion, on the batch each inversion job uses; cells are the median over "
+        f"the rounds, speed-up = dense time / method time within each round. The inversion jobs' own wall "
+        f"times (summary.csv) shared the machine and are not used."
+    )
     keys = ["dataset", "teacher", "method"]
     timed = set(map(tuple, timing[keys].astype(str).to_numpy()))
     untimed = sorted({"/".join(k) for k in map(tuple, frame[keys].astype(str).to_numpy()) if k not in timed})
     if untimed:
-        note += (" Not timed in isolation (external commands, or teachers without a timing job): "
-                 + ", ".join(untimed) + "; their time and speed-up cells are empty.")
+        note += (
+            " Not timed in isolation (external commands, or teachers without a timing job): "
+            + ", ".join(untimed)
+            + "; their time and speed-up cells are empty."
+        )
     return note
 
 
@@ -240,9 +280,11 @@ def quantization_table(summary: pd.DataFrame) -> Table:
     bold_scope = " per column and range estimator" if by_estimator else " per column"
     notes.append(f"WX/AY: X-bit weights, Y-bit activations; bold: best data-free calibration source{bold_scope}.")
     if by_estimator:
-        notes.append("Range estimators: min/max = the exact activation range (the paper's); MSE = the clipped range "
-                     "with the least quantization error (OMSE-style search); percentile = the 100 − p / p "
-                     "percentiles. Each estimator calibrates on the same images.")
+        notes.append(
+            "Range estimators: min/max = the exact activation range (the paper's); MSE = the clipped range "
+            "with the least quantization error (OMSE-style search); percentile = the 100 − p / p "
+            "percentiles. Each estimator calibrates on the same images."
+        )
     for c in ("calib_size", "range_estimator", "protocol"):
         if c in quant and c not in extras and not (c == "range_estimator" and by_estimator) and quant[c].notna().any():
             value = quant[c].dropna().iloc[0]
@@ -259,8 +301,9 @@ def _int_text(value: object) -> str:
     return str(int(value)) if pd.notna(value) else "?"
 
 
-def distillation_table(summary: pd.DataFrame, curves: pd.DataFrame,
-                       target_fraction: float = DEFAULT_TARGET_FRACTION) -> Table:
+def distillation_table(
+    summary: pd.DataFrame, curves: pd.DataFrame, target_fraction: float = DEFAULT_TARGET_FRACTION
+) -> Table:
     """Table 3: knowledge transfer from synthetic images to a student.
 
     Args:
@@ -289,7 +332,11 @@ def distillation_table(summary: pd.DataFrame, curves: pd.DataFrame,
     cells.append(epoch_cells)
     notes += epoch_notes
     if "teacher_top1" in dist and dist["teacher_top1"].notna().any():
-        ref = dist[[*group, *_teacher_seed_column(dist), "teacher_top1"]].dropna(subset=["teacher_top1"]).drop_duplicates()
+        ref = (
+            dist[[*group, *_teacher_seed_column(dist), "teacher_top1"]]
+            .dropna(subset=["teacher_top1"])
+            .drop_duplicates()
+        )
         ref = ref.assign(method="Teacher (reference)")
         cells.append(_cells(ref, index, "teacher_top1", top1.label))
         ref_rows = ref[list(index)].drop_duplicates().assign(reference=True)
@@ -297,12 +344,26 @@ def distillation_table(summary: pd.DataFrame, curves: pd.DataFrame,
         rows = pd.concat([ref_rows, rows], ignore_index=True)
         rows = rows.sort_values(list(group), kind="stable").reset_index(drop=True)
         notes.append("Teacher (reference): the teacher's own top-1 on the same test split.")
-    return Table("distillation", title, index, [top1, epochs], rows, pd.concat(cells, ignore_index=True),
-                 group=group, notes=notes)
+    return Table(
+        "distillation",
+        title,
+        index,
+        [top1, epochs],
+        rows,
+        pd.concat(cells, ignore_index=True),
+        group=group,
+        notes=notes,
+    )
 
 
-def _epochs_to_reach(dist: pd.DataFrame, curves: pd.DataFrame, index: tuple[str, ...], group: tuple[str, ...],
-                     fraction: float, label: str) -> tuple[pd.DataFrame, list[str]]:
+def _epochs_to_reach(
+    dist: pd.DataFrame,
+    curves: pd.DataFrame,
+    index: tuple[str, ...],
+    group: tuple[str, ...],
+    fraction: float,
+    label: str,
+) -> tuple[pd.DataFrame, list[str]]:
     """Cells with the mean epoch at which each method's students reach ``fraction`` x dense top-1."""
     empty = pd.DataFrame(columns=[*index, "mean", "std", "n", "column", "note"])
     if curves.empty or "source" not in curves or "source" not in dist:
@@ -310,11 +371,15 @@ def _epochs_to_reach(dist: pd.DataFrame, curves: pd.DataFrame, index: tuple[str,
     dense = dist[dist["method"] == DENSE]
     if dense.empty:
         return empty, ["Epochs-to-reach is empty: there is no dense-inversion student to compare with."]
-    targets = (pd.to_numeric(dense["final_top1"], errors="coerce").groupby([dense[g] for g in group]).mean()
-               * fraction).rename("threshold").reset_index()
+    targets = (
+        (pd.to_numeric(dense["final_top1"], errors="coerce").groupby([dense[g] for g in group]).mean() * fraction)
+        .rename("threshold")
+        .reset_index()
+    )
     frame = dist.merge(targets, on=list(group), how="left")
     frame["epochs_to"] = [
-        first_epoch_reaching(curves[curves["source"] == src], thr) for src, thr in zip(frame["source"], frame["threshold"])
+        first_epoch_reaching(curves[curves["source"] == src], thr)
+        for src, thr in zip(frame["source"], frame["threshold"])
     ]
     out = []
     for key, part in frame.groupby(list(index), sort=False):
@@ -324,10 +389,16 @@ def _epochs_to_reach(dist: pd.DataFrame, curves: pd.DataFrame, index: tuple[str,
         n_total = len(part)
         mean = reached.mean() if len(reached) else np.nan
         std = reached.std() if len(reached) > 1 else np.nan
-        note = "" if len(reached) == n_total else ("not reached" if reached.empty else f"({len(reached)}/{n_total} seeds)")
-        out.append({**dict(zip(index, key)), "mean": mean, "std": std, "n": len(reached), "column": label, "note": note})
-    notes = [f"Epochs to reach {100 * fraction:g}% of the dense-inversion student's final top-1 "
-             "(mean over seeds that reach it; (k/n) when only k of n seeds do)."]
+        note = (
+            "" if len(reached) == n_total else ("not reached" if reached.empty else f"({len(reached)}/{n_total} seeds)")
+        )
+        out.append(
+            {**dict(zip(index, key)), "mean": mean, "std": std, "n": len(reached), "column": label, "note": note}
+        )
+    notes = [
+        f"Epochs to reach {100 * fraction:g}% of the dense-inversion student's final top-1 "
+        "(mean over seeds that reach it; (k/n) when only k of n seeds do)."
+    ]
     missing = sorted({"/".join(map(str, k)) for k, p in frame.groupby(list(group)) if p["threshold"].isna().all()})
     if missing:
         notes.append("No dense student for " + ", ".join(missing) + ": epochs-to-reach left empty.")
@@ -341,8 +412,9 @@ def shapes_table(summary: pd.DataFrame) -> Table:
     title = "Shapes: where the kept patches lie, and the background-shortcut gap"
     fg = summary[summary["kind"] == "foreground"] if "kind" in summary else pd.DataFrame()
     if not fg.empty:
-        fg = fg.assign(method=fg["method"].fillna(FOREGROUND_DEFAULT_METHOD) if "method" in fg
-                       else FOREGROUND_DEFAULT_METHOD)
+        fg = fg.assign(
+            method=fg["method"].fillna(FOREGROUND_DEFAULT_METHOD) if "method" in fg else FOREGROUND_DEFAULT_METHOD
+        )
     fg = fill_keys(fg, index)
     dist = _records(summary, "distillation", (*index, "student"))
     if not dist.empty:
@@ -399,8 +471,16 @@ def shapes_table(summary: pd.DataFrame) -> Table:
         "Gap = student top-1 on the correlated test split (backgrounds agree with the class, as in training) "
         "minus top-1 on the decorrelated split, in percentage points; smaller means less background shortcut.",
     ]
-    return Table("shapes", title, index, columns, _sorted_rows(both, index, "method"),
-                 pd.concat(cells, ignore_index=True), group=group, notes=notes)
+    return Table(
+        "shapes",
+        title,
+        index,
+        columns,
+        _sorted_rows(both, index, "method"),
+        pd.concat(cells, ignore_index=True),
+        group=group,
+        notes=notes,
+    )
 
 
 # Testbed columns: (summary column of the testbed record, header, decimals).
@@ -431,14 +511,16 @@ def testbed_table(summary: pd.DataFrame) -> Table:
     pre = summary[summary["kind"] == "pretrain"] if "kind" in summary else pd.DataFrame()
     if not pre.empty and "pretrain_top1" in pre:
         # A pretrained student belongs to every teacher of its target dataset.
-        joined = bed[list(index)].drop_duplicates().merge(
-            pre[["dataset", "student", "pretrain_dataset", "pretrain_top1"]], on="dataset")
+        joined = (
+            bed[list(index)]
+            .drop_duplicates()
+            .merge(pre[["dataset", "student", "pretrain_dataset", "pretrain_top1"]], on="dataset")
+        )
         for student in sorted(joined["student"].unique()):
             part = joined[joined["student"] == student]
             label = f"{student} pretraining top-1 (%)"
             columns.append(Column(label, None, 2))
-            cells.append(_cells(part, index, "pretrain_top1", label).assign(
-                note=_pretrain_notes(part, index)))
+            cells.append(_cells(part, index, "pretrain_top1", label).assign(note=_pretrain_notes(part, index)))
     rows = bed[list(index)].drop_duplicates().sort_values(list(index), kind="stable").reset_index(drop=True)
     notes = [
         "Shortcut reliance: teacher top-1 on the correlated test split (backgrounds follow the class as in "
@@ -449,8 +531,9 @@ def testbed_table(summary: pd.DataFrame) -> Table:
         "Pretraining top-1: the distillation student's accuracy on the test split of its pretraining source "
         "(another dataset than the teacher's; the source is named in the cell).",
     ]
-    return Table("testbed", title, index, columns, rows.assign(reference=False),
-                 pd.concat(cells, ignore_index=True), notes=notes)
+    return Table(
+        "testbed", title, index, columns, rows.assign(reference=False), pd.concat(cells, ignore_index=True), notes=notes
+    )
 
 
 def _pretrain_notes(part: pd.DataFrame, index: tuple[str, ...]) -> list[str]:
@@ -468,9 +551,16 @@ def _inverted_foreground(fg: pd.DataFrame, index: tuple[str, ...]) -> pd.DataFra
         chance = f"{prefix}{label}.{seed}.chance_precision"
         for _, rec in fg.iterrows():
             if pd.notna(rec[col]):
-                rows.append({"dataset": rec["dataset"], "teacher": rec["teacher"], "method": label,
-                             "seed": int(seed.removeprefix("seed")), "precision_pct": 100.0 * float(rec[col]),
-                             "chance_pct": 100.0 * float(rec.get(chance, np.nan))})  # fmt: skip
+                rows.append(
+                    {
+                        "dataset": rec["dataset"],
+                        "teacher": rec["teacher"],
+                        "method": label,
+                        "seed": int(seed.removeprefix("seed")),
+                        "precision_pct": 100.0 * float(rec[col]),
+                        "chance_pct": 100.0 * float(rec.get(chance, np.nan)),
+                    }
+                )
     return pd.DataFrame(rows, columns=[*index, "seed", "precision_pct", "chance_pct"])
 
 
@@ -480,8 +570,9 @@ def _saliency_notes(fg: pd.DataFrame) -> list[str]:
         return []
     check = ", ".join(
         f"{r['teacher']}: {100 * r['saliency_proxy_precision']:.1f} % (chance {100 * r['saliency_proxy_chance']:.1f} %)"
-        for _, r in fg.iterrows() if pd.notna(r.get("saliency_proxy_precision"))
-    )  # fmt: skip
+        for _, r in fg.iterrows()
+        if pd.notna(r.get("saliency_proxy_precision"))
+    )
     return [
         "Inverted: share of an inverted image's kept patches inside its saliency region (the k patches with the "
         "largest input gradient of the target class, k = kept patches); images that keep every patch are "

@@ -10,6 +10,13 @@ from smi.teachers.store import load_teacher, read_metadata, save_teacher
 from smi.teachers.training import evaluate, fit
 
 __all__ = [
-    "SOURCES", "Recipe", "TeacherSpec", "build_teacher", "evaluate", "fit", "load_teacher", "read_metadata",
+    "SOURCES",
+    "Recipe",
+    "TeacherSpec",
+    "build_teacher",
+    "evaluate",
+    "fit",
+    "load_teacher",
+    "read_metadata",
     "save_teacher",
-]  # fmt: skip
+]

@@ -9,7 +9,8 @@ trained on the dataset. Every teacher is evaluated on the dataset's real test sp
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,9 +25,12 @@ from smi.types import Teacher
 
 
 def build_teacher(
-    spec: TeacherSpec, dataset_spec: DatasetSpec, device: torch.device | str = "cpu", seed: int = 0,
+    spec: TeacherSpec,
+    dataset_spec: DatasetSpec,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
     progress: bool = True,
-) -> tuple[Teacher, dict[str, Any]]:  # fmt: skip
+) -> tuple[Teacher, dict[str, Any]]:
     """Get the teacher ``spec`` describes for ``dataset_spec`` and measure it on the test split.
 
     Args:
@@ -60,15 +64,25 @@ def build_teacher(
     scores = evaluate(model, test_set, eval_batch, device, recipe.num_workers if recipe else 0)
     recipe_dict = _recipe_dict(recipe)
     metrics = {
-        "top1": scores["top1"], "top5": scores["top5"], "num_test_images": scores["num_images"],
-        "num_params": sum(p.numel() for p in model.parameters()), "source": spec.source,
-        "recipe": recipe_dict, **train_info,
-    }  # fmt: skip
+        "top1": scores["top1"],
+        "top5": scores["top5"],
+        "num_test_images": scores["num_images"],
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "source": spec.source,
+        "recipe": recipe_dict,
+        **train_info,
+    }
     metadata = {
-        "model_kwargs": model_kwargs, "source": spec.source, "checkpoint": spec.checkpoint,
-        "pretrained_file": spec.pretrained_file, "seed": seed, "dataset_spec": dataset_spec.to_config(),
-        "top1": scores["top1"], "top5": scores["top5"], "recipe": recipe_dict,
-    }  # fmt: skip
+        "model_kwargs": model_kwargs,
+        "source": spec.source,
+        "checkpoint": spec.checkpoint,
+        "pretrained_file": spec.pretrained_file,
+        "seed": seed,
+        "dataset_spec": dataset_spec.to_config(),
+        "top1": scores["top1"],
+        "top5": scores["top5"],
+        "recipe": recipe_dict,
+    }
     teacher = Teacher(model, spec.model, classes, data_config, dataset_spec.name, metadata)
     return freeze(teacher, device), metrics
 
@@ -127,8 +141,10 @@ def _suite_kwargs(spec: TeacherSpec, meta: Mapping[str, Any], path: str) -> dict
         raise SMIError(f"teacher file {path} holds a '{meta['model_name']}', but the spec asks for '{spec.model}'.")
     stored = dict(meta["model_kwargs"])
     if spec.model_kwargs and dict(spec.model_kwargs) != stored:
-        raise SMIError(f"model_kwargs {dict(spec.model_kwargs)} differ from those stored in {path} ({stored}); "
-                       "leave model_kwargs empty to use the stored ones.")  # fmt: skip
+        raise SMIError(
+            f"model_kwargs {dict(spec.model_kwargs)} differ from those stored in {path} ({stored}); "
+            "leave model_kwargs empty to use the stored ones."
+        )
     return stored
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import timm
 import torch
@@ -84,7 +85,9 @@ def create_pretrained(name: str, num_classes: int, model_kwargs: Mapping[str, An
     except SMIError:
         raise
     except Exception as exc:  # hub, network and file errors come in many types
-        raise _weights_error(exc, where or f"the pretrained weights of '{name}'", num_classes, local=bool(where)) from exc
+        raise _weights_error(
+            exc, where or f"the pretrained weights of '{name}'", num_classes, local=bool(where)
+        ) from exc
 
 
 def pretrained_num_classes(name: str) -> int | None:
@@ -167,11 +170,15 @@ def _weights_error(exc: Exception, what: str, num_classes: int, local: bool = Tr
             f"the weights in {what} do not fit this model ({_first_line(text)}); check 'model' and 'model_kwargs'."
         )
     if local and (isinstance(exc, _CORRUPT_ERRORS) or "safetensor" in type(exc).__name__.lower()):
-        return SMIError(f"cannot read {what}: {type(exc).__name__}: {_first_line(text)}. Is the file complete and a "
-                        "torch or safetensors checkpoint? Re-create or re-download it.")  # fmt: skip
-    return SMIError(f"could not load {what}: {type(exc).__name__}: {_first_line(text)}. Offline, place the weights "
-                    "in the timm/Hugging Face cache, give 'pretrained_file', or run 'smi fetch-weights' where the "
-                    "network is reachable.")  # fmt: skip
+        return SMIError(
+            f"cannot read {what}: {type(exc).__name__}: {_first_line(text)}. Is the file complete and a "
+            "torch or safetensors checkpoint? Re-create or re-download it."
+        )
+    return SMIError(
+        f"could not load {what}: {type(exc).__name__}: {_first_line(text)}. Offline, place the weights "
+        "in the timm/Hugging Face cache, give 'pretrained_file', or run 'smi fetch-weights' where the "
+        "network is reachable."
+    )
 
 
 def _first_line(text: str) -> str:
@@ -187,9 +194,10 @@ def _head_dropping_filter(classifier: str | tuple[str, ...]) -> Any:
     def filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
         own = model.state_dict()
         state_dict = {
-            k: v for k, v in state_dict.items()
+            k: v
+            for k, v in state_dict.items()
             if not (k.rsplit(".", 1)[0] in names and k in own and own[k].shape != v.shape)
-        }  # fmt: skip
+        }
         return checkpoint_filter_fn(state_dict, model)
 
     return filter_fn

@@ -9,8 +9,9 @@ keys.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from smi.config import from_dict
 from smi.errors import SMIError
@@ -72,7 +73,7 @@ class Recipe:
             raise SMIError(f"recipe noise_std = {self.noise_std} must be >= 0 (0 disables input noise).")
 
     @classmethod
-    def from_config(cls, values: Mapping[str, Any] | None) -> "Recipe":
+    def from_config(cls, values: Mapping[str, Any] | None) -> Recipe:
         """Build from a config dict (unknown keys rejected)."""
         return from_dict(cls, values, "teacher recipe")
 
@@ -112,7 +113,7 @@ class TeacherSpec:
             raise SMIError(f"teacher source '{self.source}' does not train; remove 'recipe' or use source 'finetune'.")
 
     @classmethod
-    def from_config(cls, values: Mapping[str, Any]) -> "TeacherSpec":
+    def from_config(cls, values: Mapping[str, Any]) -> TeacherSpec:
         """Build from a config dict; unknown keys (also in ``recipe``) are rejected."""
         spec = from_dict(cls, values, "teacher spec")
         for name in ("model_kwargs", "recipe", "data_config"):
@@ -129,8 +130,11 @@ class TeacherSpec:
     def to_config(self) -> dict[str, Any]:
         """Plain-dict form accepted by :meth:`from_config`."""
         return {
-            "model": self.model, "model_kwargs": dict(self.model_kwargs), "source": self.source,
-            "checkpoint": self.checkpoint, "pretrained_file": self.pretrained_file,
+            "model": self.model,
+            "model_kwargs": dict(self.model_kwargs),
+            "source": self.source,
+            "checkpoint": self.checkpoint,
+            "pretrained_file": self.pretrained_file,
             "recipe": dict(self.recipe) if self.recipe else None,
             "data_config": dict(self.data_config) if self.data_config else None,
-        }  # fmt: skip
+        }

@@ -9,7 +9,8 @@ back through ``timm.create_model(..., checkpoint_path=path)``.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -58,8 +59,10 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         # mmap: the metadata is needed now, the tensors only later (through timm).
         blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # pickle, zip and EOF errors all mean "not a torch file"
-        raise SMIError(f"cannot read teacher file {path}: {type(exc).__name__}: {str(exc)[:200]}; "
-                       "the file is corrupt or not a torch checkpoint: delete it and re-create it.") from exc  # fmt: skip
+        raise SMIError(
+            f"cannot read teacher file {path}: {type(exc).__name__}: {str(exc)[:200]}; "
+            "the file is corrupt or not a torch checkpoint: delete it and re-create it."
+        ) from exc
     if not isinstance(blob, dict) or METADATA_KEY not in blob:
         return None
     meta = blob[METADATA_KEY]
@@ -81,13 +84,19 @@ def load_teacher(path: str | os.PathLike[str], device: torch.device | str = "cpu
     path = os.fspath(path)
     meta = read_metadata(path)
     if meta is None:
-        raise SMIError(f"{path} is not a teacher file of this suite (no '{METADATA_KEY}' metadata); load plain "
-                       "weights with a teacher spec of source 'checkpoint' instead.")  # fmt: skip
+        raise SMIError(
+            f"{path} is not a teacher file of this suite (no '{METADATA_KEY}' metadata); load plain "
+            "weights with a teacher spec of source 'checkpoint' instead."
+        )
     model = create_from_checkpoint(meta["model_name"], int(meta["num_classes"]), meta["model_kwargs"], path)
     metadata = dict(meta.get("metadata", {}))
     metadata.update({"model_kwargs": dict(meta["model_kwargs"]), "recipe": meta.get("recipe"), "file": path})
-    return freeze(Teacher(model, meta["model_name"], int(meta["num_classes"]), _tuples(meta["data_config"]),
-                          meta["dataset"], metadata), device)  # fmt: skip
+    return freeze(
+        Teacher(
+            model, meta["model_name"], int(meta["num_classes"]), _tuples(meta["data_config"]), meta["dataset"], metadata
+        ),
+        device,
+    )
 
 
 def freeze(teacher: Teacher, device: torch.device | str) -> Teacher:

@@ -10,7 +10,8 @@ to select anything.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -82,9 +83,13 @@ def fit(
     steps_per_epoch = -(-len(train_set) // recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
     scheduler = CosineLRScheduler(
-        optimizer, t_initial=total, lr_min=recipe.min_lr, warmup_t=int(recipe.warmup_epochs * steps_per_epoch),
-        warmup_lr_init=recipe.lr * _WARMUP_LR_FRACTION, t_in_epochs=False,
-    )  # fmt: skip
+        optimizer,
+        t_initial=total,
+        lr_min=recipe.min_lr,
+        warmup_t=int(recipe.warmup_epochs * steps_per_epoch),
+        warmup_lr_init=recipe.lr * _WARMUP_LR_FRACTION,
+        t_in_epochs=False,
+    )
     history: list[dict[str, float]] = []
     step = 0
     wall, cpu = time.perf_counter(), time.process_time()
@@ -117,8 +122,9 @@ def fit(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | str = "cpu",
-             num_workers: int = 0) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    model: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | str = "cpu", num_workers: int = 0
+) -> dict[str, float]:
     """Top-1 and top-5 accuracy (%) of ``model`` on ``dataset`` (top-5 is top-k for fewer classes).
 
     Returns:
