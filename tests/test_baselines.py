@@ -101,10 +101,12 @@ def test_pri_flops_are_the_sum_of_measured_per_count_flops(tiny_teacher) -> None
 
 def test_pri_synthesize_counts_outputs_per_trajectory(tiny_teacher) -> None:
     method = create_method("pri", {"division": 2})
-    image_set, metrics = synthesize(method, tiny_teacher, 5, InversionConfig(iterations=4, **FAST), 0, progress=False)
-    assert len(image_set) == 5 and metrics["num_images"] == 6  # 3 trajectories x 2 images
-    assert metrics["final_kept_patches"] == 32
-    assert metrics["time_per_image_s"] == pytest.approx(metrics["wall_time_s"] / 6)
+    image_set, _, costs, _ = synthesize(
+        method, tiny_teacher, 5, InversionConfig(iterations=4, **FAST), 0, progress=False
+    )
+    assert len(image_set) == 5 and costs.num_images == 6  # 3 trajectories x 2 images
+    assert costs.final_kept_patches == 32
+    assert costs.as_keys()["time_per_image_s"] == pytest.approx(costs.wall_time_s / 6)
 
 
 def test_pri_bad_params_are_clear_errors(tiny_teacher) -> None:

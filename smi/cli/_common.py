@@ -25,11 +25,20 @@ MIN_BITS = 2
 
 
 def json_arg(text: str) -> dict[str, Any]:
-    """argparse type: a JSON object (every JSON option is a spec or a parameter set)."""
+    """argparse type of every JSON option (a spec or a parameter set): JSON text or a JSON file.
+
+    Text that does not start with ``{`` and names an existing file is read from that file, so a
+    long spec can be kept in a ``.json`` file.
+    """
+    source = text
+    if not text.lstrip().startswith("{") and os.path.isfile(text):
+        source = Path(text).read_text()
     try:
-        value = json.loads(text)
+        value = json.loads(source)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at position {exc.pos}): {text!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"neither JSON text nor a JSON file ({exc.msg} at position {exc.pos}): {text!r}"
+        ) from exc
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
             f"must be a JSON object such as '{{\"key\": 1}}', got a JSON {type(value).__name__}: {text!r}"
@@ -199,7 +208,7 @@ def parse_device(text: str) -> torch.device:
     return device
 
 
-def teacher_dataset_spec(spec_text: str | None, teacher: Any, teacher_path: str) -> Any:
+def teacher_dataset_spec(spec_values: dict[str, Any] | None, teacher: Any, teacher_path: str) -> Any:
     """The dataset a teacher is evaluated on: ``--dataset-spec`` or the one its file stores.
 
     Raises:
@@ -207,22 +216,54 @@ def teacher_dataset_spec(spec_text: str | None, teacher: Any, teacher_path: str)
     """
     from smi.data import DatasetSpec
 
-    if spec_text is not None:
-        return DatasetSpec.from_config(spec_arg(spec_text, "--dataset-spec"))
+    if spec_values is not None:
+        return DatasetSpec.from_config(spec_values)
     if teacher.metadata.get("dataset_spec"):
         return DatasetSpec.from_config(teacher.metadata["dataset_spec"])
     raise SMIError(f"{teacher_path} stores no dataset spec; pass --dataset-spec.")
 
 
-def spec_arg(text: str, option: str) -> dict[str, Any]:
-    """Parse a CLI option given as JSON text or as the path of a JSON file."""
-    source = text
-    if not text.lstrip().startswith("{") and os.path.isfile(text):
-        source = Path(text).read_text()
-    try:
-        value = json.loads(source)
-    except json.JSONDecodeError as exc:
-        raise SMIError(f"{option} is neither JSON text nor a JSON file: {exc}.") from exc
-    if not isinstance(value, dict):
-        raise SMIError(f"{option} must be a JSON object, got {type(value).__name__}.")
-    return value
+def add_teacher_id_argument(parser: argparse.ArgumentParser) -> None:
+    """``--teacher-id``: the teacher's id in the records (the workflow passes its config id)."""
+    parser.add_argument(
+        "--teacher-id", default=None, help="teacher id stored in the records (default: the teacher file's stem)"
+    )
+
+
+def teacher_id(args: argparse.Namespace, teacher_path: str | os.PathLike[str]) -> str:
+    """The ``--teacher-id`` given, or the stem of the teacher file (one default for every command)."""
+    return args.teacher_id or Path(teacher_path).stem
+
+
+def load_teacher(path: str, device: Any) -> Any:
+    """Load a teacher file (a seam the tests replace)."""
+    from smi.teachers import load_teacher as _load
+
+    return _load(path, device=device)
+
+
+def load_split(spec_values: dict[str, Any], split: str, teacher: Any) -> tuple[Any, Any]:
+    """The dataset spec and one split of it, normalised for ``teacher``.
+
+    Raises:
+        SMIError: If the spec names another dataset than the teacher's.
+    """
+    from smi.data import DatasetSpec, load_dataset
+
+    spec = DatasetSpec.from_config(spec_values)
+    if teacher.dataset and spec.name != teacher.dataset:
+        raise SMIError(
+            f"the dataset spec names '{spec.name}' but the teacher was trained on '{teacher.dataset}'; "
+            "evaluate on the teacher's own dataset."
+        )
+    return spec, load_dataset(spec, split, teacher.data_config)
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike[str], max_images: int = 64) -> None:
+    """Save a PNG grid of images (stopped patches are already black), atomically."""
+    from torchvision.utils import save_image
+
+    from smi.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_image(images[:max_images], tmp, nrow=8, padding=1, format="png")

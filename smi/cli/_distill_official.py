@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from smi.cli._common import resolve_device
+from smi.cli._common import teacher_id as teacher_id_of
 from smi.config import config_hash, from_dict, to_dict
 from smi.distill.config import StudentSpec, parse_recipe
 from smi.errors import SMIError
@@ -61,7 +62,7 @@ def run_official(args: argparse.Namespace) -> int:
 
     teacher = base.load_teacher(args.teacher, device)
     spec, test_set = base.load_split(args.dataset_spec, "test", teacher)
-    teacher_id = args.teacher_id or Path(args.teacher).stem
+    teacher_id = teacher_id_of(args, args.teacher)
     state_dir = Path(args.state_dir or f"{args.out}.state")
     identity = f"{teacher_id}:{_file_digest(args.teacher)}"
     result = distill_official(

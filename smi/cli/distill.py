@@ -19,13 +19,18 @@ from typing import Any
 from smi.cli._common import (
     add_device_arguments,
     add_foreign_set_argument,
+    add_teacher_id_argument,
     json_arg,
+    load_split,
+    load_teacher,
     nonneg_int,
     positive_float,
     positive_int,
     resolve_device,
 )
-from smi.cli.quantize import load_split, load_teacher
+from smi.cli._common import (
+    teacher_id as teacher_id_of,
+)
 from smi.config import config_hash, from_dict, to_dict
 from smi.distill.config import DEFAULT_PROTOCOL, PROTOCOLS, StudentSpec, parse_recipe
 from smi.errors import SMIError
@@ -41,7 +46,7 @@ CORRELATED_SPLITS: dict[str, str] = {"shapes": "test_correlated"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
-    parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: file name)")
+    add_teacher_id_argument(parser)
     parser.add_argument(
         "--dataset-spec", type=json_arg, required=True, help='teacher\'s dataset as JSON, e.g. \'{"name": "digits"}\''
     )
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         recipe = parse_recipe("suite", {**to_dict(recipe), "num_images": args.num_images})
 
     teacher = load_teacher(args.teacher, device)
-    teacher_id = args.teacher_id or Path(args.teacher).stem
+    teacher_id = teacher_id_of(args, args.teacher)
     identity = check_teacher_identity(image_set, teacher, args.image_set, teacher_id, args.allow_foreign_set)
     spec, test_set = load_split(args.dataset_spec, "test", teacher)
     extra_name = CORRELATED_SPLITS.get(spec.name)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from smi.cli._common import add_device_arguments, positive_int, resolve_device, teacher_dataset_spec
+from smi.cli._common import (
+    add_device_arguments,
+    add_teacher_id_argument,
+    json_arg,
+    positive_int,
+    resolve_device,
+    teacher_dataset_spec,
+    teacher_id,
+)
 from smi.config import config_hash
 from smi.data import load_dataset, num_classes
 from smi.errors import SMIError
@@ -20,12 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file (.pt) written by train-teacher")
     parser.add_argument(
         "--dataset-spec",
+        type=json_arg,
         default=None,
         help="dataset spec as JSON text or a .json file (default: the one stored in the teacher)",
     )
     parser.add_argument("--split", default="test", help="split to evaluate (test; shapes also test_correlated)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
-    parser.add_argument("--teacher-id", default=None, help="teacher id stored in the metrics (default: file stem)")
+    add_teacher_id_argument(parser)
     parser.add_argument("--batch-size", type=positive_int, default=256)
     add_device_arguments(parser)
 
@@ -44,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         "kind": "teacher_eval",
         "dataset": spec.name,
         "split": args.split,
-        "teacher": args.teacher_id or Path(args.teacher).stem,
+        "teacher": teacher_id(args, args.teacher),
         "model_name": teacher.model_name,
         "top1": scores["top1"],
         "top5": scores["top5"],

@@ -10,15 +10,17 @@ images, where the truth is known (``saliency_proxy_precision``).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from smi.cli._common import (
     add_device_arguments,
+    add_teacher_id_argument,
+    json_arg,
     nonneg_int,
     open_fraction,
     positive_int,
     resolve_device,
     teacher_dataset_spec,
+    teacher_id,
 )
 from smi.config import config_hash
 from smi.data import load_dataset
@@ -33,7 +35,10 @@ HELP = "Foreground precision/recall of CLS-attention patch stopping on shapes te
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file (.pt)")
     parser.add_argument(
-        "--dataset-spec", default=None, help="dataset spec JSON or .json file (default: the one stored in the teacher)"
+        "--dataset-spec",
+        type=json_arg,
+        default=None,
+        help="dataset spec JSON or .json file (default: the one stored in the teacher)",
     )
     parser.add_argument("--split", default="test", help="split with masks: test or test_correlated")
     parser.add_argument(
@@ -64,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="method label of each --image-sets file (default: the set's metadata method)",
     )
     parser.add_argument("--out", required=True, help="metrics JSON to write")
-    parser.add_argument("--teacher-id", default=None, help="teacher id stored in the metrics (default: file stem)")
+    add_teacher_id_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     add_device_arguments(parser)
 
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         "kind": "foreground",
         "dataset": spec.name,
         "split": args.split,
-        "teacher": args.teacher_id or Path(args.teacher).stem,
+        "teacher": teacher_id(args, args.teacher),
         "model_name": teacher.model_name,
         "seed": args.seed,
         "teacher_seed": teacher.metadata.get("seed"),

@@ -10,14 +10,17 @@ import dataclasses
 
 from smi.cli._common import (
     add_device_arguments,
+    add_teacher_id_argument,
     inversion_config,
     json_arg,
     nonneg_int,
     open_fraction,
     positive_int,
     resolve_device,
+    save_grid,
+    teacher_id,
 )
-from smi.io import atomic_path, provenance, write_json
+from smi.io import provenance, write_json
 from smi.methods.registry import create_method
 
 COMMAND = "invert"
@@ -26,7 +29,7 @@ HELP = "Synthesise images from a teacher with an inversion method (dense, smi, .
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
-    parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: model name)")
+    add_teacher_id_argument(parser)
     parser.add_argument("--method", required=True, help="registered method name (see 'smi methods')")
     parser.add_argument(
         "--label", default=None, help="name of this configuration in metrics and tables (default: the method name)"
@@ -59,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smi.methods.synthesize import synthesize
+    from smi.records import inversion_record
     from smi.teachers import load_teacher
 
     device = resolve_device(args)
@@ -75,43 +79,31 @@ def run(args: argparse.Namespace) -> int:
         from smi.data import DatasetSpec
 
         dataset_spec = DatasetSpec.from_config(args.dataset_spec)
-    image_set, metrics = synthesize(
+    image_set, description, costs, chash = synthesize(
         method, teacher, args.num_images, config, args.seed, device, dataset_spec, progress=not args.no_progress
     )
     label = args.label or args.method
-    metrics["method_name"], metrics["method"] = metrics["method"], label
-    image_set.metadata["teacher_id"] = args.teacher_id or teacher.model_name
+    description["method_name"], description["method"] = description["method"], label
+    image_set.metadata["teacher_id"] = teacher_id(args, args.teacher)
     image_set.metadata["method_name"], image_set.metadata["method"] = image_set.metadata["method"], label
     image_set.save(args.out)
-    record = {
-        "kind": "inversion",
-        "dataset": teacher.dataset,
-        "teacher": args.teacher_id or teacher.model_name,
-        "teacher_seed": teacher.metadata.get("seed"),
-        "model_name": teacher.model_name,
-        "seed": args.seed,
-        "image_set": args.out,
-        "inversion_config": dataclasses.asdict(config),
-        **metrics,
-        # The job's own wall time: other jobs may share the machine, so it is not isolated and the
-        # tables take speed-ups from `smi time-inversions` (time_protocol "interleaved") instead.
-        "time_protocol": "job",
-        "provenance": provenance(device, args.seed, metrics["config_hash"]),
-    }
+    record = inversion_record(
+        teacher=teacher,
+        teacher_id=teacher_id(args, args.teacher),
+        seed=args.seed,
+        image_set=args.out,
+        method=description,
+        costs=costs,
+        config_hash=chash,
+        provenance=provenance(device, args.seed, chash),
+        inversion_config=dataclasses.asdict(config),
+    )
     write_json(args.metrics, record)
     if args.grid:
         save_grid(image_set.images, args.grid)
     print(
-        f"{label}: {len(image_set)} images, {metrics['time_per_image_s']:.3f} s/image, "
-        f"{metrics['gflops_per_image']:.2f} GFLOPs/image, kept {metrics['final_kept_patches']:.1f}/"
-        f"{metrics['num_patches']} patches"
+        f"{label}: {len(image_set)} images, {record['time_per_image_s']:.3f} s/image, "
+        f"{record['gflops_per_image']:.2f} GFLOPs/image, kept {costs.final_kept_patches:.1f}/"
+        f"{costs.num_patches} patches"
     )
     return 0
-
-
-def save_grid(images, path: str, max_images: int = 64) -> None:
-    """Save a PNG grid of images (stopped patches are already black)."""
-    from torchvision.utils import save_image
-
-    with atomic_path(path) as tmp:
-        save_image(images[:max_images], tmp, nrow=8, padding=1, format="png")

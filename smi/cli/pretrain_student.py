@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smi.cli._common import add_device_arguments, nonneg_int, resolve_device, spec_arg
+from smi.cli._common import add_device_arguments, json_arg, nonneg_int, resolve_device
 from smi.config import config_hash
 from smi.errors import SMIError
 from smi.io import provenance, write_json
@@ -26,12 +26,17 @@ HELP = "Pretrain a student architecture on a pretraining dataset; write a checkp
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--student-spec", required=True, help="student spec JSON (model, model_kwargs; init/train ignored)"
+        "--student-spec",
+        type=json_arg,
+        required=True,
+        help="student spec JSON (model, model_kwargs; init/train ignored)",
     )
     parser.add_argument(
-        "--dataset-spec", required=True, help="the pretraining dataset spec as JSON text or a .json file"
+        "--dataset-spec", type=json_arg, required=True, help="the pretraining dataset spec as JSON text or a .json file"
     )
-    parser.add_argument("--recipe", default="{}", help="teacher training recipe JSON (smi.teachers.spec.Recipe)")
+    parser.add_argument(
+        "--recipe", type=json_arg, default={}, help="teacher training recipe JSON (smi.teachers.spec.Recipe)"
+    )
     parser.add_argument(
         "--target-dataset", default=None, help="the dataset the student will be distilled on (recorded; must differ)"
     )
@@ -47,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from smi.data import DatasetSpec
     from smi.teachers import TeacherSpec, build_teacher, save_teacher
 
-    student = spec_arg(args.student_spec, "--student-spec")
-    recipe = spec_arg(args.recipe, "--recipe")
-    dataset = DatasetSpec.from_config(spec_arg(args.dataset_spec, "--dataset-spec"))
+    student = args.student_spec
+    recipe = args.recipe
+    dataset = DatasetSpec.from_config(args.dataset_spec)
     if args.target_dataset is not None and args.target_dataset == dataset.name:
         raise SMIError(
             f"the student would be pretrained on its target dataset '{dataset.name}'; pretrain on another source "

@@ -12,17 +12,22 @@ calibration set. ``--protocol official`` uses the official PSAQ-ViT / SMI quanti
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from smi.cli._common import (
     add_device_arguments,
     add_foreign_set_argument,
+    add_teacher_id_argument,
     bits_int,
     json_arg,
+    load_split,
+    load_teacher,
     nonneg_int,
     positive_int,
     resolve_device,
+)
+from smi.cli._common import (
+    teacher_id as teacher_id_of,
 )
 from smi.config import config_hash, from_dict, to_dict
 from smi.errors import SMIError
@@ -40,7 +45,7 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
-    parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: file name)")
+    add_teacher_id_argument(parser)
     parser.add_argument(
         "--dataset-spec", type=json_arg, required=True, help='teacher\'s dataset as JSON, e.g. \'{"name": "digits"}\''
     )
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = args.calibration or calib_set.metadata.get("method")
     if not calibration:
         raise SMIError(f"{args.calib_set} has no metadata 'method'; name the calibration source with --calibration.")
-    teacher_id = args.teacher_id or Path(args.teacher).stem
+    teacher_id = teacher_id_of(args, args.teacher)
     identity = check_teacher_identity(calib_set, teacher, args.calib_set, teacher_id, args.allow_foreign_set)
     spec, test_set = load_split(args.dataset_spec, "test", teacher)
     progress = not args.no_progress
@@ -165,29 +170,3 @@ def parse_bits(values: list[str]) -> list[tuple[int, int]]:
             raise SMIError(f"--bits value {value!r} is not W/A (weight bits / activation bits), e.g. 4/8.")
         pairs.append((int(parts[0]), int(parts[1])))
     return pairs
-
-
-def load_teacher(path: str, device: Any) -> Any:
-    """Load a teacher file (a seam the tests replace)."""
-    from smi.teachers import load_teacher as _load
-
-    return _load(path, device=device)
-
-
-def load_split(spec_values: Any, split: str, teacher: Any) -> tuple[Any, Any]:
-    """The dataset spec and one split of it, normalised for ``teacher``.
-
-    Raises:
-        SMIError: If the spec is not a JSON object or names another dataset than the teacher's.
-    """
-    from smi.data import DatasetSpec, load_dataset
-
-    if not isinstance(spec_values, dict):
-        raise SMIError('--dataset-spec must be a JSON object such as \'{"name": "digits"}\'.')
-    spec = DatasetSpec.from_config(spec_values)
-    if teacher.dataset and spec.name != teacher.dataset:
-        raise SMIError(
-            f"the dataset spec names '{spec.name}' but the teacher was trained on '{teacher.dataset}'; "
-            "evaluate on the teacher's own dataset."
-        )
-    return spec, load_dataset(spec, split, teacher.data_config)

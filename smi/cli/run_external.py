@@ -34,7 +34,15 @@ from typing import Any
 
 import torch
 
-from smi.cli._common import add_foreign_set_argument, nonneg_int, positive_float, positive_int
+from smi.cli._common import (
+    add_foreign_set_argument,
+    add_teacher_id_argument,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    save_grid,
+)
+from smi.cli._common import teacher_id as teacher_id_of
 from smi.config import config_hash
 from smi.errors import SMIError
 
@@ -70,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         + " ({{ }} for braces)",
     )
     parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
-    parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: model name)")
+    add_teacher_id_argument(parser)
     parser.add_argument("--num-images", type=positive_int, required=True, help="images the command must produce")
     parser.add_argument("--seed", type=nonneg_int, default=0)
     parser.add_argument("--out", required=True, help="image-set file to write (.pt)")
@@ -180,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     from smi.imageset import check_teacher_identity
     from smi.io import provenance, write_json
     from smi.methods.synthesize import teacher_description
+    from smi.records import InversionCosts, inversion_record, mean_kept_patches
     from smi.sparse_vit import TokenSubsetViT
     from smi.teachers import load_teacher
 
@@ -205,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         "python": sys.executable,
     }
     command = render_command(args.template, values)
-    teacher_id = args.teacher_id or teacher.model_name
+    teacher_id = teacher_id_of(args, args.teacher)
     try:
         start = time.perf_counter()
         # The thread count reaches commands that ignore {threads} through the usual variables.
@@ -248,45 +257,35 @@ def run(args: argparse.Namespace) -> int:
 
     flops = external.get("flops_total")
     flops = float(flops) if isinstance(flops, (int, float)) and not isinstance(flops, bool) else None
-    # Costs are per produced image, as for 'smi invert' (a method may overshoot the request).
-    record = {
-        "kind": "inversion",
-        "dataset": teacher.dataset,
-        "teacher": teacher_id,
-        "teacher_seed": teacher.metadata.get("seed"),
-        "model_name": teacher.model_name,
-        "seed": args.seed,
-        "image_set": args.out,
-        "inversion_config": None,
-        "method": args.name,
-        "method_params": {"command": args.template},
-        "external": True,
-        "set_teacher": identity,
-        "allow_foreign_set": args.allow_foreign_set,
-        "time_protocol": "job",  # the command's wall time, not isolated from other jobs
-        "device": args.device,  # what the command was told; provenance names this process's device
-        "num_images": produced,
-        "batch_size": None,
-        "iterations": None,
-        "num_patches": vit.num_patches,
-        "final_kept_patches": float(image_set.keep_masks.flatten(1).sum(1).float().mean()),
-        "wall_time_s": wall,
-        "time_per_image_s": wall / produced,
-        "flops_total": flops,
-        "gflops_per_image": None if flops is None else flops / produced / 1e9,
-        "peak_memory_bytes": None,
-        "peak_memory_after_last_stop_bytes": None,
-        "memory_kind": None,
-        "active_tokens": [],
-        "loss_curve": [],
-        "decision_iterations": [],
-        "config_hash": chash,
-        "provenance": provenance(args.device if _device_known(args.device) else "cpu", args.seed, chash),
-    }
+    # Costs are per produced image, as for 'smi invert' (a method may overshoot the request); the
+    # suite measures only the command's wall time (FLOPs only if the command reports them).
+    costs = InversionCosts(
+        num_images=produced,
+        num_patches=vit.num_patches,
+        final_kept_patches=mean_kept_patches(image_set.keep_masks),
+        wall_time_s=wall,
+        flops_total=flops,
+        peak_memory_bytes=None,
+        peak_memory_after_last_stop_bytes=None,
+        memory_kind=None,
+    )
+    record = inversion_record(
+        teacher=teacher,
+        teacher_id=teacher_id,
+        seed=args.seed,
+        image_set=args.out,
+        method={"method": args.name, "method_params": {"command": args.template}},
+        costs=costs,
+        config_hash=chash,
+        provenance=provenance(args.device if _device_known(args.device) else "cpu", args.seed, chash),
+        inversion_config=None,
+        external=True,
+        set_teacher=identity,
+        allow_foreign_set=args.allow_foreign_set,
+        device=args.device,  # what the command was told; provenance names this process's device
+    )
     write_json(args.metrics, record)
     if args.grid:
-        from smi.cli.invert import save_grid
-
         save_grid(image_set.images, args.grid)
     print(f"{args.name}: {len(image_set)} images, {wall / produced:.3f} s/image (external command wall time)")
     return 0

@@ -10,10 +10,18 @@ ratio (:mod:`smi.testbed`) on real test images and on the noise image set.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from smi.cli._common import add_device_arguments, json_arg, positive_int, resolve_device
+from smi.cli._common import (
+    add_device_arguments,
+    add_teacher_id_argument,
+    json_arg,
+    load_split,
+    load_teacher,
+    positive_int,
+    resolve_device,
+)
+from smi.cli._common import teacher_id as teacher_id_of
 from smi.config import config_hash
 from smi.io import provenance, write_json
 
@@ -28,7 +36,7 @@ CORRELATED_SPLIT, DECORRELATED_SPLIT = "test_correlated", "test"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
-    parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: file name)")
+    add_teacher_id_argument(parser)
     parser.add_argument("--dataset-spec", type=json_arg, required=True, help="teacher's dataset as JSON")
     parser.add_argument(
         "--noise-set", default=None, help="noise image-set file ('noise' method) for the noise outlier ratio"
@@ -42,7 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from smi.cli.quantize import load_split, load_teacher
     from smi.data.registry import dataset_entry
     from smi.imageset import ImageSet
     from smi.teachers.training import evaluate
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         noise = ImageSet.load(args.noise_set)
         outliers["noise"] = measure_outliers(teacher.model, teacher.normalize(noise.images), args.batch_size, device)
 
-    teacher_id = args.teacher_id or Path(args.teacher).stem
+    teacher_id = teacher_id_of(args, args.teacher)
     record: dict[str, Any] = {
         "kind": "testbed",
         "dataset": spec.name,

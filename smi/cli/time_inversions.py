@@ -15,7 +15,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from smi.cli._common import add_device_arguments, inversion_config, json_arg, nonneg_int, positive_int, resolve_device
+from smi.cli._common import (
+    add_device_arguments,
+    add_teacher_id_argument,
+    inversion_config,
+    json_arg,
+    nonneg_int,
+    positive_int,
+    resolve_device,
+    teacher_id,
+)
 from smi.config import config_hash, from_dict, to_dict
 from smi.errors import SMIError
 from smi.io import provenance, write_json
@@ -28,7 +37,7 @@ PROTOCOL = "interleaved"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
-    parser.add_argument("--teacher-id", default=None, help="teacher name used in metrics (default: model name)")
+    add_teacher_id_argument(parser)
     parser.add_argument(
         "--methods",
         type=json_arg,
@@ -121,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     record = {
         "kind": "timing",
         "dataset": teacher.dataset,
-        "teacher": args.teacher_id or teacher.model_name,
+        "teacher": teacher_id(args, args.teacher),
         "teacher_seed": teacher.metadata.get("seed"),
         "model_name": teacher.model_name,
         "seed": args.seed,

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-from smi.cli._common import add_device_arguments, nonneg_int, resolve_device, spec_arg
+from smi.cli._common import (
+    add_device_arguments,
+    add_teacher_id_argument,
+    json_arg,
+    nonneg_int,
+    resolve_device,
+    teacher_id,
+)
 from smi.config import config_hash
 from smi.data import DatasetSpec
 from smi.io import provenance, write_json
@@ -21,11 +27,15 @@ HELP = "Build a teacher from a teacher spec on a dataset; write the .pt file and
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher-spec", required=True, help="teacher spec as JSON text or a .json file")
-    parser.add_argument("--dataset-spec", required=True, help="dataset spec as JSON text or a .json file")
+    parser.add_argument(
+        "--teacher-spec", type=json_arg, required=True, help="teacher spec as JSON text or a .json file"
+    )
+    parser.add_argument(
+        "--dataset-spec", type=json_arg, required=True, help="dataset spec as JSON text or a .json file"
+    )
     parser.add_argument("--out", required=True, help="teacher file to write (.pt)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
-    parser.add_argument("--teacher-id", default=None, help="teacher id stored in the metrics (default: file stem)")
+    add_teacher_id_argument(parser)
     parser.add_argument("--seed", type=nonneg_int, default=0)
     add_device_arguments(parser)
     parser.add_argument("--force", action="store_true", help="rebuild even if both outputs exist")
@@ -38,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.force and os.path.isfile(args.out) and os.path.isfile(args.metrics):
         print(f"smi train-teacher: {args.out} exists; keeping it (use --force to rebuild).")
         return 0
-    spec = TeacherSpec.from_config(spec_arg(args.teacher_spec, "--teacher-spec"))
-    dataset = DatasetSpec.from_config(spec_arg(args.dataset_spec, "--dataset-spec"))
+    spec = TeacherSpec.from_config(args.teacher_spec)
+    dataset = DatasetSpec.from_config(args.dataset_spec)
     device = resolve_device(args)
     teacher, metrics = build_teacher(spec, dataset, device, args.seed, progress=not args.no_progress)
     chash = config_hash(spec.to_config(), dataset.to_config(), args.seed)
@@ -55,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     record = {
         "kind": "teacher",
         "dataset": dataset.name,
-        "teacher": args.teacher_id or Path(args.out).stem,
+        "teacher": teacher_id(args, args.out),
         "model_name": spec.model,
         "seed": args.seed,
         "teacher_seed": args.seed,

@@ -226,7 +226,7 @@ def distill_official(
     for epoch in epochs:
         tick = time.perf_counter()
         if not pool.stored(epoch):
-            image_set, _ = synthesize_fn(
+            image_set = synthesize_fn(
                 method=method,
                 teacher=teacher,
                 num_images=recipe.images_per_epoch,
@@ -235,7 +235,7 @@ def distill_official(
                 device=device,
                 dataset_spec=dataset_spec,
                 progress=False,
-            )
+            )[0]  # the image set
             pool.write(epoch, image_set, patch_size)
         pool.load(epoch)
         synthesis_time += time.perf_counter() - tick

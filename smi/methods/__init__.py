@@ -18,7 +18,14 @@ from smi.methods.registry import (
     method_class,
     register_method,
 )
-from smi.methods.synthesize import balanced_targets, official_targets, sample_targets, synthesize, teacher_description
+from smi.methods.synthesize import (
+    Synthesis,
+    balanced_targets,
+    official_targets,
+    sample_targets,
+    synthesize,
+    teacher_description,
+)
 
 __all__ = [
     "PLUGIN_PACKAGES",
@@ -36,6 +43,7 @@ __all__ = [
     "official_targets",
     "register_method",
     "sample_targets",
+    "Synthesis",
     "synthesize",
     "teacher_description",
 ]

@@ -2,7 +2,7 @@
 
 A method inverts one batch at a time; this module splits the requested number of output
 images into batches of trajectories, gives each batch its own seed and its target labels,
-concatenates the outputs and sums the measured costs into one inversion metrics record.
+concatenates the outputs and sums the measured costs (:class:`smi.records.InversionCosts`).
 
 Targets follow the inversion protocol (docs/protocols.md): ``suite`` cycles through every class
 in a seeded random order (:func:`balanced_targets`); ``official`` draws each batch's labels
@@ -12,7 +12,7 @@ uniformly at random and sorts them, as the official SMI code does (:func:`offici
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -20,6 +20,7 @@ from smi.config import config_hash, to_dict
 from smi.imageset import ImageSet, teacher_fingerprint
 from smi.inversion import InversionConfig, InversionResult
 from smi.methods.registry import InversionMethod, InversionRequest
+from smi.records import InversionCosts, mean_kept_patches
 from smi.sparse_vit import TokenSubsetViT
 from smi.types import Teacher
 
@@ -70,6 +71,22 @@ def teacher_description(teacher: Teacher) -> dict[str, Any]:
     }
 
 
+class Synthesis(NamedTuple):
+    """What :func:`synthesize` made.
+
+    Attributes:
+        image_set: The output images.
+        method: The method's description (``method``, ``method_params``, ...) and ``protocol``.
+        costs: What producing them cost.
+        config_hash: Hash of everything that determines the images.
+    """
+
+    image_set: ImageSet
+    method: dict[str, Any]
+    costs: InversionCosts
+    config_hash: str
+
+
 def synthesize(
     method: InversionMethod,
     teacher: Teacher,
@@ -79,7 +96,7 @@ def synthesize(
     device: torch.device | str = "cpu",
     dataset_spec: Any = None,
     progress: bool = True,
-) -> tuple[ImageSet, dict[str, Any]]:
+) -> Synthesis:
     """Produce ``num_images`` output images with ``method``.
 
     Args:
@@ -93,8 +110,8 @@ def synthesize(
         progress: Show progress bars.
 
     Returns:
-        The image set and the inversion metrics (costs summed over batches; curves of the
-        first batch).
+        The image set, the method's description, the costs (summed over batches; curves of the
+        first batch) and the config hash; :func:`smi.records.inversion_record` makes them a record.
     """
     device = torch.device(device)
     per_trajectory = method.outputs_per_trajectory()
@@ -139,24 +156,19 @@ def synthesize(
     }
     image_set = ImageSet(images[:num_images], masks[:num_images], labels[:num_images], metadata)
     s = first.stats
-    metrics = {
-        **description,
-        "protocol": config.protocol,
-        "num_images": produced,
-        "batch_size": config.batch_size,
-        "iterations": config.iterations,
-        "num_patches": s.num_patches,
-        "final_kept_patches": float(masks.flatten(1).sum(1).float().mean()),
-        "wall_time_s": wall,
-        "time_per_image_s": wall / produced,
-        "flops_total": flops,
-        "gflops_per_image": flops / produced / 1e9,
-        "peak_memory_bytes": peak,
-        "peak_memory_after_last_stop_bytes": after,
-        "memory_kind": s.memory_kind,
-        "active_tokens": s.active_tokens,
-        "loss_curve": s.loss_curve,
-        "decision_iterations": s.decision_iterations,
-        "config_hash": chash,
-    }
-    return image_set, metrics
+    costs = InversionCosts(
+        num_images=produced,
+        num_patches=s.num_patches,
+        final_kept_patches=mean_kept_patches(masks),
+        wall_time_s=wall,
+        flops_total=flops,
+        peak_memory_bytes=peak,
+        peak_memory_after_last_stop_bytes=after,
+        memory_kind=s.memory_kind,
+        batch_size=config.batch_size,
+        iterations=config.iterations,
+        active_tokens=s.active_tokens,
+        loss_curve=s.loss_curve,
+        decision_iterations=s.decision_iterations,
+    )
+    return Synthesis(image_set, {**description, "protocol": config.protocol}, costs, chash)

@@ -1,7 +1,7 @@
 """Aggregation of per-job metrics records into one tidy table and long-format curve tables.
 
-Every workflow job writes one metrics JSON (``kind`` = teacher, inversion, quantization,
-distillation or foreground; see ``docs/architecture.md``). This module flattens them into
+Every workflow job writes one metrics JSON (its ``kind`` one of :data:`smi.records.KINDS`;
+see ``docs/architecture.md``). This module flattens them into
 ``summary.csv`` (one row per record, nested dicts as ``parent.child`` columns) and moves the
 per-iteration and per-epoch lists into long tables beside it, so the summary stays one
 scalar per cell and the curves stay plottable:
@@ -32,17 +32,8 @@ import pandas as pd
 
 from smi.errors import SMIError
 from smi.io import atomic_path
+from smi.records import KINDS
 
-KINDS: tuple[str, ...] = (
-    "teacher",
-    "inversion",
-    "quantization",
-    "distillation",
-    "foreground",
-    "timing",
-    "testbed",
-    "pretrain",
-)
 # Columns that identify a record; they lead the summary and are copied into the long tables.
 KEY_COLUMNS: tuple[str, ...] = (
     "kind",
