@@ -155,6 +155,11 @@ def teacher_file(wildcards):
     return f"{R}/teachers/{wildcards.dataset}/{wildcards.teacher}.pt"
 
 
+def label_pattern(labels):
+    """A wildcard constraint matching exactly these method labels (none: matches nothing)."""
+    return "|".join(re.escape(l) for l in sorted(labels)) or "(?!x)x"
+
+
 # One image set: its images (.pt), its inversion record (.json) and a grid of images (.png).
 IMAGE_SET = f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}"
 
@@ -179,18 +184,26 @@ def image_set_outputs():
 
 def image_set(wildcards, label=None):
     label = label or wildcards.method
-    return f"{R}/images/{wildcards.dataset}/{wildcards.teacher}/{label}/seed{wildcards.seed}.pt"
+    return image_set_file(wildcards.dataset, wildcards.teacher, label, wildcards.seed)
+
+
+def image_set_file(dataset, teacher, method, seed, ext=".pt"):
+    """One image set's file (``.pt`` images, ``.json`` record, ``.png`` grid): IMAGE_SET filled in."""
+    return IMAGE_SET.format(dataset=dataset, teacher=teacher, method=method, seed=seed) + ext
 
 
 def inversion_metrics():
     return [
-        f"{R}/images/{e['dataset']}/{t}/{m}/seed{s}.json"
+        image_set_file(e["dataset"], t, m, s, ".json")
         for e in config["experiments"] for t in teacher_instances(e) for m in e["methods"] for s in e["seeds"]
     ]
 
 
 def image_sets():
-    return [p[: -len(".json")] + ".pt" for p in inversion_metrics()]
+    return [
+        image_set_file(e["dataset"], t, m, s)
+        for e in config["experiments"] for t in teacher_instances(e) for m in e["methods"] for s in e["seeds"]
+    ]
 
 
 def teacher_metrics():

@@ -37,18 +37,16 @@ def distill_inputs(wildcards):
     }
     if KD_PROTOCOL == "suite":
         inputs["images"] = image_set(wildcards)
-        inputs["inversion"] = image_set(wildcards)[: -len(".pt")] + ".json"
+        inputs["inversion"] = image_set_file(wildcards.dataset, wildcards.teacher, wildcards.method, wildcards.seed, ".json")
     return inputs
 
 
-def distill_protocol_args(wildcards, output):
+def distill_protocol_args(wildcards, input, output):
     """Command-line arguments that differ between the protocols."""
     if KD_PROTOCOL == "suite":
-        images = image_set(wildcards)
         budget = config["distillation"]["budget_gflops"]
-        return (
-            f"--image-set {images} --inversion-metrics {images[: -len('.pt')]}.json"
-            + (f" --budget-gflops {budget}" if budget is not None else "")
+        return f"--image-set {input.images} --inversion-metrics {input.inversion}" + (
+            f" --budget-gflops {budget}" if budget is not None else ""
         )
     name, params = method_entry(wildcards.method)
     inversion = inversion_config(iterations=True)

@@ -18,7 +18,7 @@ rule invert_external:
     output:
         **image_set_outputs(),
     wildcard_constraints:
-        method=_label_pattern(EXTERNAL),
+        method=label_pattern(EXTERNAL),
     params:
         teacher_id=teacher_id,
         command=lambda w: shlex.quote(external_command(w.method)),

@@ -4,7 +4,7 @@
 
 def foreground_image_sets(wildcards):
     exp = experiment(wildcards.dataset, teacher_id(wildcards))
-    return [f"{R}/images/{wildcards.dataset}/{wildcards.teacher}/{m}/seed{s}.pt" for m in exp["methods"] for s in exp["seeds"]]
+    return [image_set_file(wildcards.dataset, wildcards.teacher, m, s) for m in exp["methods"] for s in exp["seeds"]]
 
 
 def foreground_labels(wildcards):

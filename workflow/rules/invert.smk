@@ -1,19 +1,12 @@
 # Inversion: one image set per method label, teacher and seed (registered Python methods).
 
-import re
-
-
-def _label_pattern(labels):
-    return "|".join(re.escape(l) for l in sorted(labels)) or "(?!x)x"
-
-
 rule invert:
     input:
         teacher=teacher_file,
     output:
         **image_set_outputs(),
     wildcard_constraints:
-        method=_label_pattern(config["methods"]),
+        method=label_pattern(config["methods"]),
     params:
         teacher_id=teacher_id,
         method=lambda w: method_entry(w.method)[0],

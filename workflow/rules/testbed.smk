@@ -10,7 +10,7 @@ def testbed_noise_set(wildcards):
     exp = experiment(wildcards.dataset, teacher_id(wildcards))
     if NOISE_METHOD not in exp["methods"]:
         return []
-    return [f"{R}/images/{wildcards.dataset}/{wildcards.teacher}/{NOISE_METHOD}/seed{exp['seeds'][0]}.pt"]
+    return [image_set_file(wildcards.dataset, wildcards.teacher, NOISE_METHOD, exp["seeds"][0])]
 
 
 def testbed_metrics():
