@@ -37,7 +37,7 @@ def json_arg(text: str) -> dict[str, Any]:
         value = json.loads(source)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(
-            f"neither JSON text nor a JSON file ({exc.msg} at position {exc.pos}): {text!r}"
+            f"not valid JSON ({exc.msg} at position {exc.pos}; give JSON text or a JSON file's path): {text!r}"
         ) from exc
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
