@@ -126,7 +126,7 @@ TIMING_KEYS: tuple[str, ...] = ("dataset", "teacher", "method")
 
 def isolated_timings(summary: pd.DataFrame) -> pd.DataFrame:
     """The timing job's rows (one per timed method): ``time_per_image_s`` and ``speedup`` are
-    medians over interleaved rounds, taken with the machine to the job alone.
+    the fastest of interleaved rounds, taken with the machine to the job alone.
 
     Returns:
         Rows of ``kind == "timing"`` with the :data:`TIMING_KEYS` filled (empty frame if none).

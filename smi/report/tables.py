@@ -198,8 +198,9 @@ def _timing_note(timing: pd.DataFrame, frame: pd.DataFrame) -> str:
         f"Time / image and speed-up: one timing job per teacher (`smi time-inversions`) with the machine to "
         f"itself timed every method's inversion loop in {values('rounds')} interleaved rounds, "
         f"{values('timed_iterations')} of the run's {values('full_iterations')} iterations with the stopping "
-        f"schedules compressed in proportion, on the batch each inversion job uses; cells are the median over "
-        f"the rounds, speed-up = dense time / method time within each round. The inversion jobs' own wall "
+        f"schedules compressed in proportion, on the batch each inversion job uses; cells are each method's fastest "
+        f"round (the least disturbed), speed-up = dense's fastest time / the method's fastest time. The "
+        f"inversion jobs' own wall "
         f"times (summary.csv) shared the machine and are not used."
     )
     keys = ["dataset", "teacher", "method"]
