@@ -22,8 +22,9 @@ multiprocessing's ``forkserver`` and torch's fork-based data-loader workers do:
   to the code or to such a setting starts a new server instead of running stale code. A server
   exits after :data:`IDLE_EXIT_S` seconds without a command.
 - SIGINT, SIGTERM and SIGHUP sent to the client are forwarded to the child, and a child whose
-  client has gone (killed) stops. Should the server fail to start, the client runs the command
-  in its own process: warm start only ever saves time.
+  client has gone (killed) stops. Should the server fail to start, or local sockets be refused,
+  the client runs the command in its own process (and a failed start is remembered, so later
+  commands do not wait for it again): warm start only ever saves time.
 
 The workflow uses it for jobs that run on this machine (``warm_start: true``, the default);
 jobs sent to a cluster start plainly. Results are bit-identical either way
@@ -192,8 +193,10 @@ def _unlink_if_dead(path: Path) -> None:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
-    except OSError:
+    except (FileNotFoundError, ConnectionRefusedError):
         path.unlink(missing_ok=True)
+    except OSError:
+        pass  # cannot tell: leave it (a client that cannot connect runs cold)
     finally:
         probe.close()
 
@@ -250,46 +253,67 @@ def _exit_when_closed(conn: socket.socket) -> None:
 # ----------------------------------------------------------------------------- client
 
 
+class _NoWarmStart(Exception):
+    """Local sockets do not work here: run the command cold, without waiting."""
+
+
 def _connect(path: Path) -> socket.socket | None:
+    """A connection to the server at ``path``, or ``None`` if none listens there."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(str(path))
-    except OSError:
+    except (FileNotFoundError, ConnectionRefusedError):
         conn.close()
         return None
+    except OSError as exc:  # sockets refused by the system or a sandbox: no warm start at all
+        conn.close()
+        raise _NoWarmStart(str(exc)) from exc
     return conn
 
 
 def _start_server(path: Path) -> socket.socket | None:
-    """Start the server for ``path`` unless another client is already doing so; then connect."""
+    """Start the server for ``path`` unless another client is already doing so; then connect.
+
+    A start that fails (the server exits, or has not listened within :data:`START_TIMEOUT_S`)
+    leaves a ``.failed`` marker beside the socket, so that the next commands run cold at once
+    instead of each waiting for a server that will not come.
+    """
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one starter; the others wait here, then connect
+        if path.with_suffix(".failed").exists():
+            return None
         conn = _connect(path)
         if conn is not None:
             return conn
         path.unlink(missing_ok=True)
-        log = open(path.with_suffix(".log"), "ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "smi.warm", "--serve", str(path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # not in the job's process group: it outlives the job
-            close_fds=True,
-        )
+        with open(path.with_suffix(".log"), "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "smi.warm", "--serve", str(path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # not in the job's process group: it outlives the job
+                close_fds=True,
+            )
+        # The server moves its socket into place only once it listens: wait for the file.
         deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and process.poll() is None:
-            conn = _connect(path)
-            if conn is not None:
-                return conn
+        while time.monotonic() < deadline and process.poll() is None and not path.exists():
             time.sleep(0.05)
-        return None
+        conn = _connect(path) if path.exists() else None
+        if conn is None:
+            path.with_suffix(".failed").touch()
+        return conn
 
 
 def run_warm(argv: Sequence[str]) -> int | None:
     """Run ``smi argv`` in a forked child of the server; ``None`` if no server could be reached."""
     path = socket_path()
-    conn = _connect(path) or _start_server(path)
+    if path.with_suffix(".failed").exists():
+        return None
+    try:
+        conn = _connect(path) or _start_server(path)
+    except _NoWarmStart:
+        return None
     if conn is None:
         return None
     with conn:

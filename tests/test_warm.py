@@ -108,3 +108,27 @@ def test_server_key_follows_the_code_and_the_import_time_environment(tmp_path: P
     assert warm.server_key("python", {**env, "PYTHONPATH": "/b"}, after) != key
     assert warm.server_key("python", env, before) != key
     assert warm.server_key("python3", env, after) != key
+
+
+def test_client_runs_cold_at_once_where_local_sockets_are_refused(tmp_path: Path) -> None:
+    # A sandbox that refuses every socket connection, local ones included: no server can be
+    # reached, so the command must run in the client's own process instead of waiting for one.
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import socket\n"
+        "def _refuse(*args, **kwargs):\n"
+        "    raise OSError('sockets are blocked here')\n"
+        "socket.socket.connect = _refuse\n"
+    )
+    (tmp_path / "ok").write_text((REPO / "config" / "ci.yaml").read_text())
+    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{REPO}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "smi.warm", "check-config", "ok"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a client waiting for a server it cannot reach would hang here
+    )
+    assert proc.returncode == 0 and "no problem found" in proc.stdout + proc.stderr, proc.stderr
