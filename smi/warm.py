@@ -215,6 +215,12 @@ def _run_child(conn: socket.socket) -> None:
         os.environ.update(request["env"])
         os.umask(request["umask"])
         sys.argv = ["smi", *request["argv"]]
+        # A fresh interpreter's signal handling: Ctrl-C raises KeyboardInterrupt (the CLI's one-line
+        # exit 130), whatever the server inherited (a server started from a background job ignores
+        # SIGINT). Only the client's forwarding reaches this process (it has its own session).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         conn.sendall(_STATUS.pack(os.getpid()))
         # If the client disappears (killed), the command has no one to report to: stop it.
         threading.Thread(target=_exit_when_closed, args=(conn,), daemon=True).start()
@@ -316,6 +322,20 @@ def run_warm(argv: Sequence[str]) -> int | None:
         return None
     if conn is None:
         return None
+    # Signals the client would act on go to the command; one that comes before the command's
+    # pid is known is held and sent as soon as it is.
+    child: list[int] = []
+    pending: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if child:
+            _forward(child[0], signum)
+        else:
+            pending.append(signum)
+
+    for signum in FORWARDED_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, forward)
     with conn:
         fds = [fd for fd in (0, 1, 2) if _is_open(fd)]
         request = {
@@ -327,11 +347,12 @@ def run_warm(argv: Sequence[str]) -> int | None:
         }
         _send_message(conn, request, fds=fds)
         try:
-            (child,) = _STATUS.unpack(_recv_exact(conn, _STATUS.size))
+            (pid,) = _STATUS.unpack(_recv_exact(conn, _STATUS.size))
         except ConnectionError:
             return None  # the server went away before forking: run plainly
-        for signum in FORWARDED_SIGNALS:
-            signal.signal(signum, lambda s, _frame, child=child: _forward(child, s))
+        child.append(pid)
+        for signum in pending:
+            _forward(pid, signum)
         try:
             (status,) = _STATUS.unpack(_recv_exact(conn, _STATUS.size))
         except ConnectionError:

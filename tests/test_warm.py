@@ -83,6 +83,8 @@ def test_interrupting_the_client_interrupts_the_command(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a job started in the background of a shell would ignore SIGINT.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(3)  # let the command start its loop
     proc.send_signal(signal.SIGINT)
