@@ -12,8 +12,7 @@ from scipy.io import savemat
 from smi.data import DATASETS, DatasetSpec, load_dataset, num_classes, splits, suite_data_config
 from smi.data.shapes import NUM_CLASSES, ShapesOptions, generate
 from smi.errors import SMIError
-from tests.layouts import imagenet_wnids, make_classfolders, make_cub, make_flowers
-from tests.layouts import jpeg as _jpeg
+from tests.layouts import imagenet_wnids, jpeg as _jpeg, make_classfolders, make_cub, make_flowers
 
 DC16 = suite_data_config(16)
 IMAGENET_DC = {

@@ -17,8 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from smi.cli._common import resolve_device
-from smi.cli._common import teacher_id as teacher_id_of
+from smi.cli._common import resolve_device, teacher_id as teacher_id_of
 from smi.config import config_hash, from_dict, to_dict
 from smi.distill.config import StudentSpec, parse_recipe
 from smi.errors import SMIError

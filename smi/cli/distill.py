@@ -27,8 +27,6 @@ from smi.cli._common import (
     positive_float,
     positive_int,
     resolve_device,
-)
-from smi.cli._common import (
     teacher_id as teacher_id_of,
 )
 from smi.config import config_hash, from_dict, to_dict

@@ -25,8 +25,6 @@ from smi.cli._common import (
     nonneg_int,
     positive_int,
     resolve_device,
-)
-from smi.cli._common import (
     teacher_id as teacher_id_of,
 )
 from smi.config import config_hash, from_dict, to_dict

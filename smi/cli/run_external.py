@@ -41,8 +41,8 @@ from smi.cli._common import (
     positive_float,
     positive_int,
     save_grid,
+    teacher_id as teacher_id_of,
 )
-from smi.cli._common import teacher_id as teacher_id_of
 from smi.config import config_hash
 from smi.errors import SMIError
 

@@ -20,8 +20,8 @@ from smi.cli._common import (
     load_teacher,
     positive_int,
     resolve_device,
+    teacher_id as teacher_id_of,
 )
-from smi.cli._common import teacher_id as teacher_id_of
 from smi.config import config_hash
 from smi.io import provenance, write_json
 
