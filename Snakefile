@@ -48,5 +48,7 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        final_targets(),
+        rules.aggregate.output.summary,
+        rules.tables.output,
+        rules.figures.output,
     default_target: True

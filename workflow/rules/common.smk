@@ -35,6 +35,25 @@ TIMING = config.get("timing", {})
 TEACHER_SEED_SUFFIX = ".tseed"
 _INSTANCE = re.compile(rf"^(?P<id>.+){re.escape(TEACHER_SEED_SUFFIX)}(?P<seed>[0-9]+)$")
 
+# Every result path, said once. A pattern names its rule's wildcards; a rule writes it (multiext
+# adds the extensions of a group of files), a later rule reads it as rules.<name>.output, and the
+# target lists fill it in with fill().
+TEACHER = f"{R}/teachers/{{dataset}}/{{teacher}}"  # .pt weights, .json record
+IMAGE_SET = f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}"  # .pt images, .json record, .png grid
+QUANT_RECORD = f"{R}/quant/{{dataset}}/{{teacher}}/{{method}}/{{quant}}/seed{{seed}}.json"  # {quant}: quant_dir()
+KD_RECORD = f"{R}/kd/{{dataset}}/{{teacher}}/{{student}}/{{method}}/seed{{seed}}.json"
+FOREGROUND_RECORD = f"{R}/foreground/{{dataset}}/{{teacher}}.json"
+TESTBED_RECORD = f"{R}/testbed/{{dataset}}/{{teacher}}.json"
+TIMING_RECORD = f"{R}/timing/{{dataset}}/{{teacher}}.json"
+STUDENT = f"{R}/students/{{student}}/{{dataset}}"  # .pt pretrained checkpoint, .json record
+WEIGHTS = f"{R}/weights"  # timm's pretrained weights, fetched once
+WEIGHTS_FILE = f"{WEIGHTS}/{{model}}.pth"
+
+
+def fill(pattern, **wildcards):
+    """One file of a path pattern: every wildcard given a value."""
+    return pattern.format(**wildcards)
+
 
 def quant_dir(w, a, estimator):
     """The folder of one bits x estimator pair (min/max keeps the historical w<W>a<A>)."""
@@ -152,7 +171,8 @@ def num_images(wildcards):
 
 
 def teacher_file(wildcards):
-    return f"{R}/teachers/{wildcards.dataset}/{wildcards.teacher}.pt"
+    """The teacher's weights file of a job's ``{dataset}`` and ``{teacher}`` wildcards."""
+    return fill(TEACHER, dataset=wildcards.dataset, teacher=wildcards.teacher) + ".pt"
 
 
 def label_pattern(labels):
@@ -160,26 +180,21 @@ def label_pattern(labels):
     return "|".join(re.escape(l) for l in sorted(labels)) or "(?!x)x"
 
 
-# One image set: its images (.pt), its inversion record (.json) and a grid of images (.png).
-IMAGE_SET = f"{R}/images/{{dataset}}/{{teacher}}/{{method}}/seed{{seed}}"
-
-
 def image_set_outputs():
     """The outputs of every rule that writes an image set (suite and external methods alike).
 
     The grid goes into the report under "Inverted images", whichever rule wrote it.
     """
-    return {
-        "images": f"{IMAGE_SET}.pt",
-        "metrics": f"{IMAGE_SET}.json",
-        "grid": report(
-            f"{IMAGE_SET}.png",
-            caption="../report/inversion_grid.rst",
-            category="Inverted images",
-            subcategory="{dataset} / {teacher}",
-            labels={"method": "{method}", "seed": "{seed}"},
-        ),
-    }
+    images, metrics, grid = multiext(IMAGE_SET, images=".pt", metrics=".json", grid=".png")
+    # report() marks the grid in place (a bare report(...) line would read as the report: keyword)
+    grid = report(
+        grid,
+        caption="../report/inversion_grid.rst",
+        category="Inverted images",
+        subcategory="{dataset} / {teacher}",
+        labels={"method": "{method}", "seed": "{seed}"},
+    )
+    return [images, metrics, grid]
 
 
 def image_set(wildcards, label=None):
@@ -189,7 +204,7 @@ def image_set(wildcards, label=None):
 
 def image_set_file(dataset, teacher, method, seed, ext=".pt"):
     """One image set's file (``.pt`` images, ``.json`` record, ``.png`` grid): IMAGE_SET filled in."""
-    return IMAGE_SET.format(dataset=dataset, teacher=teacher, method=method, seed=seed) + ext
+    return fill(IMAGE_SET, dataset=dataset, teacher=teacher, method=method, seed=seed) + ext
 
 
 def inversion_metrics():
@@ -208,12 +223,12 @@ def image_sets():
 
 def teacher_metrics():
     pairs = sorted({(e["dataset"], t) for e in config["experiments"] for t in teacher_instances(e)})
-    return [f"{R}/teachers/{d}/{t}.json" for d, t in pairs]
+    return [fill(TEACHER, dataset=d, teacher=t) + ".json" for d, t in pairs]
 
 
 def quant_metrics():
     return [
-        f"{R}/quant/{e['dataset']}/{t}/{m}/{quant_dir(w, a, est)}/seed{s}.json"
+        fill(QUANT_RECORD, dataset=e["dataset"], teacher=t, method=m, quant=quant_dir(w, a, est), seed=s)
         for e in config["experiments"] if e["quantize"] for t in teacher_instances(e)
         for m in e["methods"] for s in e["seeds"] for w, a in BITS for est in ESTIMATORS
     ]
@@ -221,7 +236,7 @@ def quant_metrics():
 
 def distill_metrics():
     return [
-        f"{R}/kd/{e['dataset']}/{t}/{st}/{m}/seed{s}.json"
+        fill(KD_RECORD, dataset=e["dataset"], teacher=t, student=st, method=m, seed=s)
         for e in config["experiments"] for t in teacher_instances(e)
         for m in distill_methods(e) for s in e["seeds"] for st in experiment_students(e)
     ]
@@ -229,7 +244,7 @@ def distill_metrics():
 
 def foreground_metrics():
     return [
-        f"{R}/foreground/{e['dataset']}/{t}.json"
+        fill(FOREGROUND_RECORD, dataset=e["dataset"], teacher=t)
         for e in config["experiments"] if e["foreground"] for t in teacher_instances(e)
     ]
 
@@ -243,7 +258,7 @@ def timed_methods(exp):
 def timing_metrics():
     """One timing record per experiment, on its first teacher seed (costs do not depend on the weights)."""
     return [
-        f"{R}/timing/{e['dataset']}/{teacher_instances(e)[0]}.json"
+        fill(TIMING_RECORD, dataset=e["dataset"], teacher=teacher_instances(e)[0])
         for e in config["experiments"] if TIMING.get("enabled", True) and timed_methods(e)
     ]
 

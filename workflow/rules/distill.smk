@@ -7,7 +7,6 @@
 #              checkpoint live in <output>.state, so a job killed by a time limit resumes when rerun.
 
 KD_PROTOCOL = config["distillation"].get("protocol", "suite")
-KD_OUT = f"{R}/kd/{{dataset}}/{{teacher}}/{{student}}/{{method}}/seed{{seed}}.json"
 
 
 def _check_official_students():
@@ -60,7 +59,7 @@ rule distill:
     input:
         unpack(distill_inputs),
     output:
-        KD_OUT,
+        KD_RECORD,
     params:
         teacher_id=teacher_id,
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),

@@ -14,9 +14,9 @@ def external_command(label):
 
 rule invert_external:
     input:
-        teacher=teacher_file,
+        teacher=rules.train_teacher.output.model,
     output:
-        **image_set_outputs(),
+        image_set_outputs(),
     wildcard_constraints:
         method=label_pattern(EXTERNAL),
     params:

@@ -14,10 +14,10 @@ def foreground_labels(wildcards):
 
 rule foreground:
     input:
-        teacher=teacher_file,
+        teacher=rules.train_teacher.output.model,
         image_sets=foreground_image_sets,
     output:
-        f"{R}/foreground/{{dataset}}/{{teacher}}.json",
+        FOREGROUND_RECORD,
     params:
         teacher_id=teacher_id,
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),

@@ -2,9 +2,9 @@
 
 rule invert:
     input:
-        teacher=teacher_file,
+        teacher=rules.train_teacher.output.model,
     output:
-        **image_set_outputs(),
+        image_set_outputs(),
     wildcard_constraints:
         method=label_pattern(config["methods"]),
     params:

@@ -39,7 +39,7 @@ def pretrain_source(student, dataset):
 def student_checkpoint(wildcards):
     """The pretrained checkpoint a distillation job needs (empty list without pretraining)."""
     source = pretrain_source(wildcards.student, wildcards.dataset)
-    return [f"{R}/students/{wildcards.student}/{wildcards.dataset}.pt"] if source else []
+    return [fill(STUDENT, student=wildcards.student, dataset=wildcards.dataset) + ".pt"] if source else []
 
 
 def student_spec_for(student, dataset):
@@ -48,7 +48,7 @@ def student_spec_for(student, dataset):
     spec = {k: v for k, v in student_job_spec(student).items() if k != "pretrain"}
     source = pretrain_source(student, dataset)
     if source:
-        spec.update(init="checkpoint", checkpoint=f"{R}/students/{student}/{dataset}.pt")
+        spec.update(init="checkpoint", checkpoint=fill(STUDENT, student=student, dataset=dataset) + ".pt")
     return spec
 
 
@@ -56,7 +56,7 @@ def pretrain_metrics():
     """One pretraining record per (student, target dataset) that distils a pretrained student."""
     pairs = sorted({(st, e["dataset"]) for e in config["experiments"] if distill_methods(e)
                     for st in experiment_students(e) if pretrain_source(st, e["dataset"])})
-    return [f"{R}/students/{st}/{dataset}.json" for st, dataset in pairs]
+    return [fill(STUDENT, student=st, dataset=dataset) + ".json" for st, dataset in pairs]
 
 
 _check_pretrain()
@@ -66,8 +66,7 @@ _check_pretrain()
 # its record names the target whose testbed row it belongs to.
 rule pretrain_student:
     output:
-        model=f"{R}/students/{{student}}/{{dataset}}.pt",
-        metrics=f"{R}/students/{{student}}/{{dataset}}.json",
+        multiext(STUDENT, model=".pt", metrics=".json"),
     params:
         student_spec=lambda w: as_json({k: STUDENTS[w.student][k] for k in ("model", "model_kwargs") if k in STUDENTS[w.student]}),
         dataset_spec=lambda w: as_json(dataset_spec(pretrain_source(w.student, w.dataset))),

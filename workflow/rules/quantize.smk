@@ -6,14 +6,11 @@
 
 rule quantize:
     input:
-        teacher=teacher_file,
+        teacher=rules.train_teacher.output.model,
         images=image_set,
     output:
-        [
-            f"{R}/quant/{{dataset}}/{{teacher}}/{{method}}/{quant_dir(w, a, est)}/seed{{seed}}.json"
-            for w, a in BITS
-            for est in ESTIMATORS
-        ],
+        # bits-major, the order of --bits x --range-estimator in which the command writes them
+        expand(QUANT_RECORD, quant=[quant_dir(w, a, est) for w, a in BITS for est in ESTIMATORS], allow_missing=True),
     params:
         teacher_id=teacher_id,
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),

@@ -2,6 +2,9 @@
 
 from smi.report.names import FIGURE_NAMES as FIGURES, TABLE_NAMES as TABLES
 
+TABLES_DIR = f"{R}/tables"  # <name>.md, .tex, .html for each of TABLES
+FIGURES_DIR = f"{R}/figures"  # <name>.png, .svg for each of FIGURES
+
 
 rule aggregate:
     input:
@@ -24,15 +27,15 @@ rule aggregate:
 
 rule tables:
     input:
-        summary=f"{R}/summary.csv",
-        curves=f"{R}/curves.csv",
+        summary=rules.aggregate.output.summary,
+        curves=rules.aggregate.output.curves,
     output:
         # The HTML version is embedded in the report; Markdown and LaTeX are for papers and READMEs.
         **{
             f"{name}_{ext}": (
-                report(f"{R}/tables/{name}.{ext}", caption=f"../report/{name}.rst", category="Tables", labels={"table": name})
+                report(f"{TABLES_DIR}/{name}.{ext}", caption=f"../report/{name}.rst", category="Tables", labels={"table": name})
                 if ext == "html"
-                else f"{R}/tables/{name}.{ext}"
+                else f"{TABLES_DIR}/{name}.{ext}"
             )
             for name in TABLES
             for ext in ("md", "tex", "html")
@@ -46,23 +49,23 @@ rule tables:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{SMI} tables --summary {input.summary} --out-dir {R}/tables --target-fraction {params.target} > {log} 2>&1"
+        "{SMI} tables --summary {input.summary} --out-dir {TABLES_DIR} --target-fraction {params.target} > {log} 2>&1"
 
 
 rule figures:
     input:
-        summary=f"{R}/summary.csv",
-        curves=f"{R}/curves.csv",
-        active_tokens=f"{R}/active_tokens.csv",
-        loss_curves=f"{R}/loss_curves.csv",
+        summary=rules.aggregate.output.summary,
+        curves=rules.aggregate.output.curves,
+        active_tokens=rules.aggregate.output.active_tokens,
+        loss_curves=rules.aggregate.output.loss_curves,
         image_sets=image_sets(),
     output:
         # SVG goes into the report (sharp at any zoom); PNG is for slides and quick looks.
         **{
             f"{name}_{ext}": (
-                report(f"{R}/figures/{name}.{ext}", caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})
+                report(f"{FIGURES_DIR}/{name}.{ext}", caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})
                 if ext == "svg"
-                else f"{R}/figures/{name}.{ext}"
+                else f"{FIGURES_DIR}/{name}.{ext}"
             )
             for name in FIGURES
             for ext in ("png", "svg")
@@ -76,13 +79,5 @@ rule figures:
         mem_mb=4000,
         runtime=20,
     shell:
-        "{SMI} figures --summary {input.summary} --image-sets {input.image_sets} --out-dir {R}/figures"
+        "{SMI} figures --summary {input.summary} --image-sets {input.image_sets} --out-dir {FIGURES_DIR}"
         " --grid-classes {params.classes} > {log} 2>&1"
-
-
-def final_targets():
-    return (
-        [f"{R}/summary.csv"]
-        + [f"{R}/tables/{n}.{e}" for n in TABLES for e in ("md", "tex", "html")]
-        + [f"{R}/figures/{n}.{e}" for n in FIGURES for e in ("png", "svg")]
-    )

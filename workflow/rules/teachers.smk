@@ -4,14 +4,13 @@
 # cluster), into the run's weights folder; teacher and student jobs read only that file, so
 # compute nodes need no network (docs/slurm.md).
 
-WEIGHTS = f"{R}/weights"
 # Teacher sources that start from timm's pretrained weights.
 _PRETRAINED_SOURCES = ("pretrained", "finetune")
 
 
 def weights_file(model):
     """The run's local copy of timm's pretrained weights of `model`."""
-    return f"{WEIGHTS}/{model}.pth"
+    return fill(WEIGHTS_FILE, model=model)
 
 
 def teacher_hub_model(teacher_id):
@@ -62,7 +61,7 @@ localrules:
 
 rule fetch_weights:
     output:
-        f"{WEIGHTS}/{{model}}.pth",
+        WEIGHTS_FILE,
     wildcard_constraints:
         model="[A-Za-z0-9_.-]+",
     log:
@@ -75,8 +74,7 @@ rule train_teacher:
     input:
         weights=teacher_weights,
     output:
-        model=f"{R}/teachers/{{dataset}}/{{teacher}}.pt",
-        metrics=f"{R}/teachers/{{dataset}}/{{teacher}}.json",
+        multiext(TEACHER, model=".pt", metrics=".json"),
     params:
         teacher_spec=lambda w: as_json(teacher_job_spec(teacher_id(w), w.dataset)),
         teacher_id=teacher_id,

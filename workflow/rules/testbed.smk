@@ -15,15 +15,15 @@ def testbed_noise_set(wildcards):
 
 def testbed_metrics():
     pairs = sorted({(e["dataset"], t) for e in config["experiments"] for t in teacher_instances(e)})
-    return [f"{R}/testbed/{d}/{t}.json" for d, t in pairs]
+    return [fill(TESTBED_RECORD, dataset=d, teacher=t) for d, t in pairs]
 
 
 rule testbed:
     input:
-        teacher=teacher_file,
+        teacher=rules.train_teacher.output.model,
         noise=testbed_noise_set,
     output:
-        f"{R}/testbed/{{dataset}}/{{teacher}}.json",
+        TESTBED_RECORD,
     params:
         teacher_id=teacher_id,
         dataset_spec=lambda w: as_json(dataset_spec(w.dataset)),

@@ -19,9 +19,9 @@ def timing_methods(wildcards):
 
 rule time_inversion:
     input:
-        teacher=teacher_file,
+        teacher=rules.train_teacher.output.model,
     output:
-        f"{R}/timing/{{dataset}}/{{teacher}}.json",
+        TIMING_RECORD,
     params:
         teacher_id=teacher_id,
         methods=lambda w: as_json(timing_methods(w)),
