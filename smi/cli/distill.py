@@ -109,6 +109,7 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from smi.distill.budget import images_for_budget
     from smi.distill.train import distill
+    from smi.records import SuiteDistillation, distillation_record
 
     if args.protocol == "official":
         from smi.cli._distill_official import run_official
@@ -150,37 +151,35 @@ def run(args: argparse.Namespace) -> int:
         to_dict(student_spec), to_dict(recipe), teacher_id, image_set.metadata.get("config_hash"), args.seed
     )
     final = result.final
-    record: dict[str, Any] = {
-        "kind": "distillation",
-        "protocol": "suite",
-        "dataset": spec.name,
-        "teacher": teacher_id,
-        "teacher_seed": teacher.metadata.get("seed"),
-        "model_name": teacher.model_name,
-        "method": method,
-        "student": args.student_id or student_spec.model,
-        "student_model_name": student_spec.model,
-        "seed": args.seed,
-        "epochs": recipe.epochs,
-        "num_images": result.num_images,
-        "image_set": str(args.image_set),
-        "image_sparsity": image_set.sparsity,
-        "set_teacher": identity,
-        "allow_foreign_set": args.allow_foreign_set,
-        "final_top1": final["test_top1"],
-        "final_top5": final["test_top5"],
-        "teacher_top1": result.teacher_accuracy["top1"],
-        "teacher_top5": result.teacher_accuracy["top5"],
-        "train_time_s": final["wall_time_s"],
-        "curve": result.curve,
-        "student_spec": to_dict(student_spec),
-        "recipe": to_dict(recipe),
+    distillation = SuiteDistillation(
+        method=method,
+        student=args.student_id or student_spec.model,
+        student_model_name=student_spec.model,
+        epochs=recipe.epochs,
+        num_images=result.num_images,
+        final_top1=final["test_top1"],
+        final_top5=final["test_top5"],
+        teacher_top1=result.teacher_accuracy["top1"],
+        teacher_top5=result.teacher_accuracy["top5"],
+        train_time_s=final["wall_time_s"],
+        curve=result.curve,
+        student_spec=to_dict(student_spec),
+        recipe=to_dict(recipe),
+        image_set=str(args.image_set),
+        image_sparsity=image_set.sparsity,
+        set_teacher=identity,
+        allow_foreign_set=args.allow_foreign_set,
         **budget,
-        "provenance": provenance(device, args.seed, digest),
-    }
-    if extra_name:
-        record["final_top1_correlated"] = result.extra[extra_name]["top1"]
-        record["decorrelation_gap"] = result.extra[extra_name]["top1"] - final["test_top1"]
+        final_top1_correlated=result.extra[extra_name]["top1"] if extra_name else None,
+    )
+    record = distillation_record(
+        teacher=teacher,
+        teacher_id=teacher_id,
+        dataset=spec.name,
+        seed=args.seed,
+        distillation=distillation,
+        provenance=provenance(device, args.seed, digest),
+    )
     if args.save_student:
         torch_save(
             {"state_dict": result.student.state_dict(), "student_spec": to_dict(student_spec)}, args.save_student
