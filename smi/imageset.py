@@ -32,6 +32,7 @@ import torch
 
 from smi.errors import SMIError
 from smi.io import torch_save
+from smi.types import SparseImages
 
 FORMAT_VERSION = 1
 #: Hex digits of the teacher fingerprint shown in messages (the full digest is stored).
@@ -41,19 +42,13 @@ ALLOW_FOREIGN_FLAG = "--allow-foreign-set"
 
 
 @dataclass
-class ImageSet:
-    """Synthetic (or real, or noise) images with their keep masks and targets.
+class ImageSet(SparseImages):
+    """Synthetic (or real, or noise) images, keep masks and targets, as the image-set file holds them.
 
     Attributes:
-        images: (M, C, H, W) float32 in [0, 1].
-        keep_masks: (M, gh, gw) bool.
-        targets: (M,) int64.
         metadata: Provenance and teacher description.
     """
 
-    images: torch.Tensor
-    keep_masks: torch.Tensor
-    targets: torch.Tensor
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

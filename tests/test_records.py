@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 import torch
 
@@ -12,6 +15,7 @@ from smi.records import (
     PTQ_KEYS,
     SALIENCY_KEYS,
     TRAINING_KEYS,
+    Figures,
     Foreground,
     InversionCosts,
     OfficialDistillation,
@@ -20,14 +24,9 @@ from smi.records import (
     TeacherBuild,
     TeacherEvaluation,
     combine,
-    distillation_record,
-    foreground_record,
     inversion_record,
     mean_kept_patches,
-    quantization_record,
-    teacher_eval_record,
     teacher_keys,
-    teacher_record,
 )
 from smi.report.aggregate import KINDS as AGGREGATED_KINDS
 from smi.types import Teacher
@@ -178,36 +177,28 @@ def official() -> OfficialDistillation:
 
 
 def test_quantization_record_has_its_documented_keys(teacher) -> None:
-    record = quantization_record(
-        teacher=teacher, teacher_id="t", dataset="shapes", seed=2, quantization=quantization(), provenance=PROVENANCE
-    )
+    record = quantization().record(teacher, "t", 2, PROVENANCE, "shapes")
     assert set(record) == set(COMMON_KEYS) | QUANTIZATION_OWN
     assert record["kind"] == "quantization" and record["provenance"] == PROVENANCE
     assert (record["teacher"], record["teacher_seed"], record["seed"], record["calibration"]) == ("t", 7, 2, "smi")
 
 
 def test_evaluators_name_the_dataset_they_evaluate_on(teacher) -> None:
-    record = quantization_record(
-        teacher=teacher, teacher_id="t", dataset="other", seed=0, quantization=quantization(), provenance={}
-    )
+    record = quantization().record(teacher, "t", 0, {}, "other")
     assert record["dataset"] == "other"
     assert teacher_keys("teacher", teacher, "t", 0)["dataset"] == "shapes"  # by default the teacher's own
 
 
 def test_a_key_given_twice_is_refused_not_overwritten(teacher) -> None:
     with pytest.raises(ValueError, match=r"\['seed'\] given twice"):
-        quantization_record(
-            teacher=teacher, teacher_id="t", dataset="shapes", seed=0, quantization=quantization(seed=5), provenance={}
-        )
+        quantization(seed=5).record(teacher, "t", 0, {}, "shapes")
     with pytest.raises(ValueError, match="given twice"):
         combine({"a": 1}, {"b": 2}, {"a": 1})
 
 
 def test_suite_distillation_record_has_its_keys_and_optional_ones_only_when_measured(teacher) -> None:
     def record(figures: SuiteDistillation) -> dict:
-        return distillation_record(
-            teacher=teacher, teacher_id="t", dataset="shapes", seed=1, distillation=figures, provenance={}
-        )
+        return figures.record(teacher, "t", 1, {}, "shapes")
 
     plain = record(suite())
     assert set(plain) == set(COMMON_KEYS) | DISTILLATION_OWN | SUITE_OWN
@@ -218,9 +209,7 @@ def test_suite_distillation_record_has_its_keys_and_optional_ones_only_when_meas
 
 
 def test_official_distillation_record_has_its_keys_without_the_teacher_seed(teacher) -> None:
-    record = distillation_record(
-        teacher=teacher, teacher_id="t", dataset="shapes", seed=1, distillation=official(), provenance={}
-    )
+    record = official().record(teacher, "t", 1, {}, "shapes")
     assert set(record) == (set(COMMON_KEYS) - {"teacher_seed"}) | DISTILLATION_OWN | OFFICIAL_OWN
     assert record["protocol"] == "official" and record["resumed_from_epoch"] is None
 
@@ -232,7 +221,7 @@ def test_teacher_record_has_its_keys_and_the_build_seed_twice(teacher) -> None:
         dataset_spec={"name": "shapes"},
         training=dict.fromkeys(TRAINING_KEYS),
     )
-    record = teacher_record(teacher=teacher, teacher_id="t", seed=7, build=build, provenance={})
+    record = build.record(teacher, "t", 7, {})
     assert set(record) == set(COMMON_KEYS) | TEACHER_OWN
     assert record["kind"] == "teacher" and record["seed"] == record["teacher_seed"] == 7
 
@@ -248,9 +237,7 @@ def test_teacher_eval_record_has_its_keys_and_no_seeds(teacher) -> None:
         recipe=None,
         dataset_spec={"name": "shapes"},
     )
-    record = teacher_eval_record(
-        teacher=teacher, teacher_id="t", dataset="shapes", evaluation=evaluation, provenance={}
-    )
+    record = evaluation.record(teacher, "t", None, {}, "shapes")
     assert set(record) == (set(COMMON_KEYS) - {"seed", "teacher_seed"}) | TEACHER_EVAL_OWN
     assert record["kind"] == "teacher_eval" and record["split"] == "test"
 
@@ -260,9 +247,7 @@ def test_foreground_record_has_its_keys_and_the_saliency_keys_with_image_sets(te
         figures = Foreground(
             split="test", iterations=[1, 2], ratio=0.3, scores=dict.fromkeys(FOREGROUND_KEYS, 0.5), saliency=saliency
         )
-        return foreground_record(
-            teacher=teacher, teacher_id="t", dataset="shapes", seed=0, foreground=figures, provenance={}
-        )
+        return figures.record(teacher, "t", 0, {}, "shapes")
 
     assert set(record({})) == set(COMMON_KEYS) | FOREGROUND_OWN
     assert set(record(dict.fromkeys(SALIENCY_KEYS))) == set(COMMON_KEYS) | FOREGROUND_OWN | set(SALIENCY_KEYS)
@@ -275,3 +260,18 @@ def test_every_kind_is_accepted_and_any_other_refused(teacher, kind) -> None:
     else:
         with pytest.raises(ValueError, match="unknown record kind"):
             teacher_keys(kind, teacher, "t", 0)
+
+
+def test_every_figures_class_builds_a_known_kind_and_a_misnamed_one_is_refused(teacher) -> None:
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    kinds = {getattr(cls, "KIND", None) for cls in subclasses(Figures)} - {None}
+    assert kinds == {"teacher", "teacher_eval", "quantization", "distillation", "foreground"} and kinds <= set(KINDS)
+
+    @dataclass
+    class Misnamed(Figures):
+        KIND: ClassVar[str] = "quantisation"
+
+    with pytest.raises(ValueError, match="unknown record kind 'quantisation'"):
+        Misnamed().record(teacher, "t", 0, {})

@@ -33,7 +33,7 @@ def run_official(args: argparse.Namespace) -> int:
     from smi.data import DatasetSpec
     from smi.distill.official import distill_official
     from smi.methods.registry import create_method
-    from smi.records import OfficialDistillation, distillation_record
+    from smi.records import OfficialDistillation
 
     for flag, value in (
         ("--image-set", args.image_set),
@@ -84,19 +84,9 @@ def run_official(args: argparse.Namespace) -> int:
     )
     final, best = result.final, result.best
     distillation = OfficialDistillation(
+        **base.student_figures(args, student_spec, recipe, result),
         method=label,
-        student=args.student_id or student_spec.model,
-        student_model_name=student_spec.model,
-        epochs=recipe.epochs,
         num_images=result.pool_size,
-        final_top1=final["test_top1"],
-        final_top5=final["test_top5"],
-        teacher_top1=result.teacher_accuracy["top1"],
-        teacher_top5=result.teacher_accuracy["top5"],
-        train_time_s=final["wall_time_s"],
-        curve=result.curve,
-        student_spec=to_dict(student_spec),
-        recipe=to_dict(recipe),
         inversion_method=args.inversion_method,
         method_params=method.describe().get("method_params", {}),
         images_per_epoch=recipe.images_per_epoch,
@@ -106,14 +96,7 @@ def run_official(args: argparse.Namespace) -> int:
         resumed_from_epoch=result.resumed_from,
         inversion_config=to_dict(inversion_config),
     )
-    record = distillation_record(
-        teacher=teacher,
-        teacher_id=teacher_id,
-        dataset=spec.name,
-        seed=args.seed,
-        distillation=distillation,
-        provenance=provenance(device, args.seed, digest),
-    )
+    record = distillation.record(teacher, teacher_id, args.seed, provenance(device, args.seed, digest), spec.name)
     if args.save_student:
         from smi.io import torch_save
 

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smi.records import TeacherEvaluation, teacher_eval_record
+    from smi.records import TeacherEvaluation
     from smi.teachers import evaluate, load_teacher
 
     device = resolve_device(args)
@@ -59,13 +59,8 @@ def run(args: argparse.Namespace) -> int:
         recipe=teacher.metadata.get("recipe"),
         dataset_spec=spec.to_config(),
     )
-    record = teacher_eval_record(
-        teacher=teacher,
-        teacher_id=teacher_id(args, args.teacher),
-        dataset=spec.name,
-        evaluation=evaluation,
-        provenance=provenance(device, None, config_hash(spec.to_config(), args.split, str(args.teacher))),
-    )
+    prov = provenance(device, None, config_hash(spec.to_config(), args.split, str(args.teacher)))
+    record = evaluation.record(teacher, teacher_id(args, args.teacher), None, prov, spec.name)
     write_json(args.out, record)
     print(
         f"{record['teacher']} on {spec.name}/{args.split}: top-1 {scores['top1']:.2f} %, top-5 {scores['top5']:.2f} %"

@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smi.foreground import foreground_precision
-    from smi.records import Foreground, foreground_record
+    from smi.records import Foreground
     from smi.teachers import load_teacher
 
     device = resolve_device(args)
@@ -102,14 +102,8 @@ def run(args: argparse.Namespace) -> int:
     foreground = Foreground(
         split=args.split, iterations=list(schedule.iterations), ratio=args.ratio, scores=result, saliency=inverted
     )
-    record = foreground_record(
-        teacher=teacher,
-        teacher_id=teacher_id(args, args.teacher),
-        dataset=spec.name,
-        seed=args.seed,
-        foreground=foreground,
-        provenance=provenance(device, args.seed, chash),
-    )
+    prov = provenance(device, args.seed, chash)
+    record = foreground.record(teacher, teacher_id(args, args.teacher), args.seed, prov, spec.name)
     write_json(args.out, record)
     print(
         f"{record['teacher']}: kept {result['kept_patches']}/{result['num_patches']} patches; precision "

@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from smi.heap import retain_freed_memory
     from smi.quant.ptq import fp_evaluation, run_ptq
-    from smi.records import Quantization, quantization_record
+    from smi.records import Quantization
 
     retain_freed_memory()  # the evaluation's same-size temporaries then reuse memory (values unchanged)
     device = resolve_device(args)
@@ -139,14 +139,7 @@ def run(args: argparse.Namespace) -> int:
             allow_foreign_set=args.allow_foreign_set,
             ptq=result,
         )
-        record = quantization_record(
-            teacher=teacher,
-            teacher_id=teacher_id,
-            dataset=spec.name,
-            seed=args.seed,
-            quantization=quantization,
-            provenance=provenance(device, args.seed, digest),
-        )
+        record = quantization.record(teacher, teacher_id, args.seed, provenance(device, args.seed, digest), spec.name)
         write_json(out, record)
         print(
             f"W{config.w_bits}/A{config.a_bits} ({config.protocol}, {config.range_estimator}) calibrated on "

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smi.records import TeacherBuild, teacher_record
+    from smi.records import TeacherBuild
     from smi.teachers import TeacherSpec, build_teacher, save_teacher
 
     if not args.force and os.path.isfile(args.out) and os.path.isfile(args.metrics):
@@ -66,13 +66,7 @@ def run(args: argparse.Namespace) -> int:
     build = TeacherBuild(
         file=str(args.out), teacher_spec=spec.to_config(), dataset_spec=dataset.to_config(), training=metrics
     )
-    record = teacher_record(
-        teacher=teacher,
-        teacher_id=teacher_id(args, args.out),
-        seed=args.seed,
-        build=build,
-        provenance=provenance(device, args.seed, chash),
-    )
+    record = build.record(teacher, teacher_id(args, args.out), args.seed, provenance(device, args.seed, chash))
     write_json(args.metrics, record)
     print(
         f"teacher {record['teacher']} ({spec.model}, {dataset.name}): top-1 {metrics['top1']:.2f} %, "

@@ -2,22 +2,21 @@
 
 Every job writes one JSON record; :mod:`smi.report.aggregate` flattens them into
 ``summary.csv``, which the tables and figures read. This package is the contract between the
-two sides, one builder per kind, each starting from :func:`teacher_keys`:
+two sides:
 
 - :mod:`~smi.records.common`: :data:`KINDS` (each with the command that writes it),
-  :data:`COMMON_KEYS` (the keys every record about a teacher carries, :func:`teacher_keys`) and
-  :func:`combine`, which refuses a key given twice;
+  :data:`COMMON_KEYS` (the keys every record about a teacher carries, :func:`teacher_keys`),
+  :func:`combine`, which refuses a key given twice, and :class:`Figures`, the kind-specific
+  part of a record, whose :meth:`~Figures.record` builds the whole record;
 - :mod:`~smi.records.inversion`: :class:`InversionCosts` and :func:`inversion_record`, used by
   ``smi invert`` (through :func:`smi.methods.synthesize`) and ``smi run-external`` alike;
-- :mod:`~smi.records.teacher`: :func:`teacher_record` (``smi train-teacher``) and
-  :func:`teacher_eval_record` (``smi eval-teacher``);
-- :mod:`~smi.records.evaluators`: :func:`quantization_record`, :func:`distillation_record`
-  (both protocols) and :func:`foreground_record`.
-
-Each builder takes the kind's figures as a dataclass whose attributes document its keys.
+- :mod:`~smi.records.teacher`: :class:`TeacherBuild` (``teacher``, ``smi train-teacher``) and
+  :class:`TeacherEvaluation` (``teacher_eval``, ``smi eval-teacher``);
+- :mod:`~smi.records.evaluators`: :class:`Quantization`, :class:`SuiteDistillation` and
+  :class:`OfficialDistillation` (``distillation``), :class:`Foreground`.
 """
 
-from smi.records.common import COMMON_KEYS, JOB_TIME_PROTOCOL, KIND_COMMANDS, KINDS, combine, teacher_keys
+from smi.records.common import COMMON_KEYS, JOB_TIME_PROTOCOL, KIND_COMMANDS, KINDS, Figures, combine, teacher_keys
 from smi.records.evaluators import (
     FOREGROUND_KEYS,
     PTQ_KEYS,
@@ -27,19 +26,9 @@ from smi.records.evaluators import (
     OfficialDistillation,
     Quantization,
     SuiteDistillation,
-    distillation_record,
-    foreground_record,
-    quantization_record,
 )
 from smi.records.inversion import InversionCosts, inversion_record, mean_kept_patches
-from smi.records.teacher import (
-    TEACHER_EVAL_OMITS,
-    TRAINING_KEYS,
-    TeacherBuild,
-    TeacherEvaluation,
-    teacher_eval_record,
-    teacher_record,
-)
+from smi.records.teacher import TRAINING_KEYS, TeacherBuild, TeacherEvaluation
 
 __all__ = [
     "COMMON_KEYS",
@@ -49,9 +38,9 @@ __all__ = [
     "KIND_COMMANDS",
     "PTQ_KEYS",
     "SALIENCY_KEYS",
-    "TEACHER_EVAL_OMITS",
     "TRAINING_KEYS",
     "Distillation",
+    "Figures",
     "Foreground",
     "InversionCosts",
     "OfficialDistillation",
@@ -60,12 +49,7 @@ __all__ = [
     "TeacherBuild",
     "TeacherEvaluation",
     "combine",
-    "distillation_record",
-    "foreground_record",
     "inversion_record",
     "mean_kept_patches",
-    "quantization_record",
-    "teacher_eval_record",
     "teacher_keys",
-    "teacher_record",
 ]

@@ -1,9 +1,10 @@
-"""What every metrics record shares: its kind, the keys about its teacher, and how parts combine."""
+"""What every metrics record shares: its kind, the keys about its teacher, and how it is built."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 #: Record kind -> the ``smi`` command that writes it.
 KIND_COMMANDS: dict[str, str] = {
@@ -65,3 +66,40 @@ def combine(*parts: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"record key(s) {clash} given twice; each key of a record has one producer")
         record.update(part)
     return record
+
+
+@dataclass
+class Figures:
+    """The kind-specific part of a record: a subclass per kind, whose attributes are its keys.
+
+    :meth:`record` is the kind's one builder: the teacher keys, these figures, provenance.
+    """
+
+    #: The record kind (one of :data:`KINDS`).
+    KIND: ClassVar[str]
+    #: Teacher keys the kind's records leave out.
+    OMITS: ClassVar[tuple[str, ...]] = ()
+
+    def as_keys(self) -> dict[str, Any]:
+        """The record's keys of this part (by default one per attribute)."""
+        return asdict(self)
+
+    def record(
+        self, teacher: Any, teacher_id: str, seed: int | None, provenance: dict[str, Any], dataset: str | None = None
+    ) -> dict[str, Any]:
+        """The whole record.
+
+        Args:
+            teacher: The :class:`smi.types.Teacher` the record is about.
+            teacher_id: The teacher's id in the run.
+            seed: The job's seed (``None`` where the job has none).
+            provenance: :func:`smi.io.provenance` of the job.
+            dataset: The dataset the job evaluates on, where it names one (default: the teacher's).
+
+        Raises:
+            ValueError: For a key given twice (see :func:`combine`).
+        """
+        keys = teacher_keys(self.KIND, teacher, teacher_id, seed, dataset=dataset)
+        for key in self.OMITS:
+            del keys[key]
+        return combine(keys, self.as_keys(), {"provenance": provenance})

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from smi.records.common import combine, teacher_keys
+from smi.records.common import Figures, combine
 
 #: Keys of the post-training quantization figures (what :func:`smi.quant.ptq.run_ptq` returns).
 PTQ_KEYS: tuple[str, ...] = (
@@ -44,8 +44,8 @@ SALIENCY_KEYS: tuple[str, ...] = ("inverted", "saliency_proxy_precision", "salie
 
 
 @dataclass
-class Quantization:
-    """What a ``quantization`` record reports beyond the teacher keys (``smi quantize``).
+class Quantization(Figures):
+    """A ``quantization`` record's figures (``smi quantize``; its ``seed`` is the calibration subset's).
 
     Attributes:
         calibration: Name of the calibration source (a method, ``real``, ``noise``).
@@ -56,6 +56,8 @@ class Quantization:
             bits, calibration size and sparsity, times, config, activation ranges), written as
             top-level keys.
     """
+
+    KIND: ClassVar[str] = "quantization"
 
     calibration: str
     image_set: str
@@ -69,35 +71,9 @@ class Quantization:
         return combine(own, self.ptq)
 
 
-def quantization_record(
-    *,
-    teacher: Any,
-    teacher_id: str,
-    dataset: str,
-    seed: int,
-    quantization: Quantization,
-    provenance: dict[str, Any],
-) -> dict[str, Any]:
-    """The ``quantization`` record of one bit-width and range estimator.
-
-    Args:
-        teacher: The quantized :class:`smi.types.Teacher`.
-        teacher_id: The teacher's id in the run.
-        dataset: The evaluated dataset's name.
-        seed: The seed of the calibration subset.
-        quantization: The figures.
-        provenance: :func:`smi.io.provenance` of the job.
-    """
-    return combine(
-        teacher_keys("quantization", teacher, teacher_id, seed, dataset=dataset),
-        quantization.as_keys(),
-        {"provenance": provenance},
-    )
-
-
 @dataclass(kw_only=True)
-class Distillation:
-    """What a ``distillation`` record reports beyond the teacher keys, in both protocols.
+class Distillation(Figures):
+    """A ``distillation`` record's figures in both protocols (``smi distill``).
 
     Attributes:
         method: The image source's name (a method, ``real``, ``noise``).
@@ -115,10 +91,9 @@ class Distillation:
         recipe: The distillation recipe.
     """
 
+    KIND: ClassVar[str] = "distillation"
     #: The ``protocol`` key of the record.
     PROTOCOL: ClassVar[str]
-    #: Teacher keys the record leaves out.
-    OMITS: ClassVar[tuple[str, ...]] = ()
 
     method: str
     student: str
@@ -204,34 +179,9 @@ class OfficialDistillation(Distillation):
     inversion_config: dict[str, Any]
 
 
-def distillation_record(
-    *,
-    teacher: Any,
-    teacher_id: str,
-    dataset: str,
-    seed: int,
-    distillation: Distillation,
-    provenance: dict[str, Any],
-) -> dict[str, Any]:
-    """The ``distillation`` record of one student, for either protocol.
-
-    Args:
-        teacher: The :class:`smi.types.Teacher` distilled from.
-        teacher_id: The teacher's id in the run.
-        dataset: The evaluated dataset's name.
-        seed: The job's seed.
-        distillation: The figures: a :class:`SuiteDistillation` or an :class:`OfficialDistillation`.
-        provenance: :func:`smi.io.provenance` of the job.
-    """
-    keys = teacher_keys("distillation", teacher, teacher_id, seed, dataset=dataset)
-    for key in distillation.OMITS:
-        del keys[key]
-    return combine(keys, distillation.as_keys(), {"provenance": provenance})
-
-
 @dataclass
-class Foreground:
-    """What a ``foreground`` record reports beyond the teacher keys (``smi foreground``).
+class Foreground(Figures):
+    """A ``foreground`` record's figures (``smi foreground``; its ``seed`` is the random baseline's).
 
     Attributes:
         split: The evaluated split (``test`` or ``test_correlated``).
@@ -240,6 +190,8 @@ class Foreground:
         scores: The foreground figures (:data:`FOREGROUND_KEYS`), written as top-level keys.
         saliency: The inverted sets' scores (:data:`SALIENCY_KEYS`), or empty without ``--image-sets``.
     """
+
+    KIND: ClassVar[str] = "foreground"
 
     split: str
     iterations: list[int]
@@ -252,29 +204,3 @@ class Foreground:
         return combine(
             {"split": self.split, "iterations": self.iterations, "ratio": self.ratio}, self.scores, self.saliency
         )
-
-
-def foreground_record(
-    *,
-    teacher: Any,
-    teacher_id: str,
-    dataset: str,
-    seed: int,
-    foreground: Foreground,
-    provenance: dict[str, Any],
-) -> dict[str, Any]:
-    """The ``foreground`` record of one teacher's patch scoring.
-
-    Args:
-        teacher: The scored :class:`smi.types.Teacher`.
-        teacher_id: The teacher's id in the run.
-        dataset: The evaluated dataset's name (``shapes``).
-        seed: The seed of the random-stopping baseline.
-        foreground: The figures.
-        provenance: :func:`smi.io.provenance` of the job.
-    """
-    return combine(
-        teacher_keys("foreground", teacher, teacher_id, seed, dataset=dataset),
-        foreground.as_keys(),
-        {"provenance": provenance},
-    )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from smi.records.common import combine, teacher_keys
+from smi.records.common import Figures, combine
 
 #: Keys of a teacher-building run's figures (what :func:`smi.teachers.build_teacher` measures).
 TRAINING_KEYS: tuple[str, ...] = (
@@ -24,8 +24,8 @@ TRAINING_KEYS: tuple[str, ...] = (
 
 
 @dataclass
-class TeacherBuild:
-    """What a ``teacher`` record reports beyond the teacher keys (``smi train-teacher``).
+class TeacherBuild(Figures):
+    """A ``teacher`` record's figures (``smi train-teacher``); its ``seed`` is also its ``teacher_seed``.
 
     Attributes:
         file: The teacher file written.
@@ -35,6 +35,8 @@ class TeacherBuild:
             top-1/top-5 in %, test images, parameters, source, recipe, wall and CPU training time,
             optimiser steps, per-epoch history), written as top-level keys.
     """
+
+    KIND: ClassVar[str] = "teacher"
 
     file: str
     teacher_spec: dict[str, Any]
@@ -48,24 +50,9 @@ class TeacherBuild:
         )
 
 
-def teacher_record(
-    *, teacher: Any, teacher_id: str, seed: int, build: TeacherBuild, provenance: dict[str, Any]
-) -> dict[str, Any]:
-    """The ``teacher`` record of a built teacher.
-
-    Args:
-        teacher: The built :class:`smi.types.Teacher` (its metadata's ``seed`` is the build seed).
-        teacher_id: The teacher's id in the run.
-        seed: The build's seed (also ``teacher_seed``: the teacher is what that seed made).
-        build: What the build measured.
-        provenance: :func:`smi.io.provenance` of the job.
-    """
-    return combine(teacher_keys("teacher", teacher, teacher_id, seed), build.as_keys(), {"provenance": provenance})
-
-
 @dataclass
-class TeacherEvaluation:
-    """What a ``teacher_eval`` record reports beyond the teacher keys (``smi eval-teacher``).
+class TeacherEvaluation(Figures):
+    """A ``teacher_eval`` record's figures (``smi eval-teacher``).
 
     Attributes:
         split: The evaluated split (``test``; ``shapes`` also ``test_correlated``).
@@ -78,6 +65,11 @@ class TeacherEvaluation:
         dataset_spec: The dataset spec evaluated on.
     """
 
+    KIND: ClassVar[str] = "teacher_eval"
+    # The evaluation has no seed, and the record has never named the teacher's (kept so that
+    # summaries of earlier runs stay comparable).
+    OMITS: ClassVar[tuple[str, ...]] = ("seed", "teacher_seed")
+
     split: str
     top1: float
     top5: float
@@ -86,26 +78,3 @@ class TeacherEvaluation:
     num_params: int
     recipe: dict[str, Any] | None
     dataset_spec: dict[str, Any]
-
-
-#: Teacher keys a ``teacher_eval`` record leaves out: the evaluation has no seed, and the record has
-#: never named the teacher's (summaries of earlier runs stay comparable).
-TEACHER_EVAL_OMITS: tuple[str, ...] = ("seed", "teacher_seed")
-
-
-def teacher_eval_record(
-    *, teacher: Any, teacher_id: str, dataset: str, evaluation: TeacherEvaluation, provenance: dict[str, Any]
-) -> dict[str, Any]:
-    """The ``teacher_eval`` record of one evaluation of a saved teacher.
-
-    Args:
-        teacher: The evaluated :class:`smi.types.Teacher`.
-        teacher_id: The teacher's id in the run.
-        dataset: The evaluated dataset's name.
-        evaluation: The figures.
-        provenance: :func:`smi.io.provenance` of the job.
-    """
-    keys = teacher_keys("teacher_eval", teacher, teacher_id, None, dataset=dataset)
-    for key in TEACHER_EVAL_OMITS:
-        del keys[key]
-    return combine(keys, asdict(evaluation), {"provenance": provenance})
