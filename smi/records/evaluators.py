@@ -73,7 +73,7 @@ class Quantization(Figures):
 
 @dataclass(kw_only=True)
 class Distillation(Figures):
-    """A ``distillation`` record's figures in both protocols (``smi distill``).
+    """A ``distillation`` record's figures in both protocols (``smi distill``); built as a subclass.
 
     Attributes:
         method: The image source's name (a method, ``real``, ``noise``).
@@ -130,6 +130,8 @@ class SuiteDistillation(Distillation):
     """
 
     PROTOCOL: ClassVar[str] = "suite"
+    #: Figures written only where the job measured them (``None`` otherwise).
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("budget_gflops", "gflops_per_image", "final_top1_correlated")
 
     image_set: str
     image_sparsity: float
@@ -142,7 +144,7 @@ class SuiteDistillation(Distillation):
     def as_keys(self) -> dict[str, Any]:
         """The record's keys of this part, the optional figures only where measured."""
         keys = super().as_keys()
-        for optional in ("budget_gflops", "gflops_per_image", "final_top1_correlated"):
+        for optional in self.OPTIONAL:
             if keys[optional] is None:
                 del keys[optional]
         if self.final_top1_correlated is not None:
