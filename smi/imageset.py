@@ -11,6 +11,10 @@ One ``torch.save`` file holding tensors, not PNGs:
 The teacher's ``fingerprint`` (:func:`teacher_fingerprint`) identifies its weights, so that a
 set made from one teacher is refused by another of the same shape (:func:`check_teacher_identity`).
 
+An external method's output (:func:`load_external`) may leave out ``keep_masks`` (a dense
+method need not know the patch grid); :func:`validate_external` checks it against the teacher
+and the request before the suite re-saves it.
+
 Evaluators feed the kept patches only to the models (the token-subset forward), so the black
 pixels never enter a calibration range or a distillation loss.
 """
@@ -28,6 +32,7 @@ import torch
 
 from smi.errors import SMIError
 from smi.io import torch_save
+from smi.types import SparseImages
 
 FORMAT_VERSION = 1
 #: Hex digits of the teacher fingerprint shown in messages (the full digest is stored).
@@ -37,19 +42,13 @@ ALLOW_FOREIGN_FLAG = "--allow-foreign-set"
 
 
 @dataclass
-class ImageSet:
-    """Synthetic (or real, or noise) images with their keep masks and targets.
+class ImageSet(SparseImages):
+    """Synthetic (or real, or noise) images, keep masks and targets, as the image-set file holds them.
 
     Attributes:
-        images: (M, C, H, W) float32 in [0, 1].
-        keep_masks: (M, gh, gw) bool.
-        targets: (M,) int64.
         metadata: Provenance and teacher description.
     """
 
-    images: torch.Tensor
-    keep_masks: torch.Tensor
-    targets: torch.Tensor
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -195,3 +194,61 @@ def check_teacher_identity(
         f"({teacher.model_name} on {teacher.dataset}, weights {ours[:SHOWN_DIGITS]}); use a set inverted from this "
         f"teacher, or pass {ALLOW_FOREIGN_FLAG} for a deliberate transfer experiment."
     )
+
+
+def load_external(path: str | os.PathLike[str], grid_size: tuple[int, int]) -> ImageSet:
+    """Read an external command's output: the image-set format, where ``keep_masks`` may be omitted.
+
+    A dense external method need not know the teacher's patch grid: without ``keep_masks``
+    every patch of every image counts as kept.
+
+    Raises:
+        SMIError: If the file is unreadable or lacks ``images`` / ``targets``.
+    """
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise SMIError(f"the external command's output is not a readable torch file ({exc}).") from exc
+    if not isinstance(blob, dict) or not {"images", "targets"} <= set(blob):
+        raise SMIError(
+            "the external command's output lacks the keys images/targets; it must be a dict in the image-set "
+            "format of smi/imageset.py (keep_masks optional for dense images)."
+        )
+    images, targets = blob["images"], blob["targets"]
+    if not isinstance(images, torch.Tensor) or not isinstance(targets, torch.Tensor) or images.ndim != 4:
+        raise SMIError("the external command's images must be a (M, C, H, W) tensor and its targets a (M,) tensor.")
+    masks = blob.get("keep_masks")
+    if masks is None:
+        masks = torch.ones(images.shape[0], *grid_size, dtype=torch.bool)
+    metadata = blob.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise SMIError(f"the external command's metadata must be a dict, got {type(metadata).__name__}.")
+    return ImageSet(images.float(), masks.bool(), targets.long(), dict(metadata))
+
+
+def validate_external(image_set: ImageSet, teacher: Any, grid_size: tuple[int, int], num_images: int) -> ImageSet:
+    """Check a produced set against the teacher and the request; returns the first ``num_images``.
+
+    Pixels outside the keep masks are set to 0 (the format's "stopped patches are black"); the
+    evaluators never read them.
+
+    Raises:
+        SMIError: Wrong sizes or labels, too few images, values outside [0, 1], empty masks.
+    """
+    from smi.sparse_vit import mask_to_pixels  # imports timm: only where a set is validated
+
+    image_set.check_compatible(teacher.num_classes, teacher.input_size, grid_size)
+    if len(image_set) < num_images:
+        raise SMIError(f"the external command produced {len(image_set)} images but {num_images} were requested.")
+    images = image_set.images
+    if not bool(torch.isfinite(images).all()) or float(images.min()) < 0 or float(images.max()) > 1:
+        raise SMIError(
+            "the external command's images are not all finite values in [0, 1]; the image-set format stores "
+            "pixel-space images (denormalise and clip before saving)."
+        )
+    masks = image_set.keep_masks
+    if not bool(masks.flatten(1).any(1).all()):
+        raise SMIError("an image of the external set keeps no patch at all; every image needs at least one kept patch.")
+    patch_size = (teacher.input_size[1] // grid_size[0], teacher.input_size[2] // grid_size[1])
+    images = images * mask_to_pixels(masks, patch_size).to(images.dtype)
+    return ImageSet(images[:num_images], masks[:num_images], image_set.targets[:num_images], dict(image_set.metadata))

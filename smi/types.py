@@ -1,7 +1,8 @@
-"""Shared data types that cross module boundaries: the teacher handed to every method.
+"""Shared data types that cross module boundaries: the teacher and sparse images.
 
-Kept in one small module so that inversion, evaluators and baselines agree on one contract
-without importing each other.
+The teacher is handed to every method; the sparse images (pixels, keep masks, targets) are what
+inversion results and image-set files both hold. Kept in one small module so that inversion,
+evaluators and baselines agree on one contract without importing each other.
 """
 
 from __future__ import annotations
@@ -11,6 +12,21 @@ from typing import Any
 
 import torch
 from torch import nn
+
+
+@dataclass
+class SparseImages:
+    """Images on a model's patch grid with the patches each keeps: what an inversion produces.
+
+    Attributes:
+        images: (M, C, H, W) float32 in pixel space [0, 1]; stopped patches are black.
+        keep_masks: (M, gh, gw) bool, True where a patch is part of the image.
+        targets: (M,) int64 class labels the images were made for.
+    """
+
+    images: torch.Tensor
+    keep_masks: torch.Tensor
+    targets: torch.Tensor
 
 
 @dataclass

@@ -224,3 +224,20 @@ def test_workflow_passes_the_configured_device_and_threads(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     commands = [line for line in proc.stdout.splitlines() if "run-external" in line]
     assert commands and all("--device cuda:1 --threads 3" in line for line in commands), commands
+
+
+def test_external_sets_load_dense_and_validate_in_the_library(tmp_path) -> None:
+    from smi.imageset import load_external, validate_external
+    from smi.types import Teacher
+
+    teacher = Teacher(torch.nn.Identity(), "vit_x", 10, {"input_size": (3, 32, 32)}, "digits")
+    path = tmp_path / "dense.pt"
+    torch.save({"images": torch.rand(3, 3, 32, 32), "targets": torch.arange(3)}, path)
+    loaded = load_external(path, (8, 8))
+    assert loaded.keep_masks.shape == (3, 8, 8) and bool(loaded.keep_masks.all())  # no masks: all kept
+    loaded.keep_masks[:, 4:] = False
+    valid = validate_external(loaded, teacher, (8, 8), 2)
+    assert len(valid) == 2 and float(valid.images[:, :, 16:].abs().max()) == 0.0  # the first 2, unkept pixels black
+    loaded.keep_masks[1] = False
+    with pytest.raises(SMIError, match="keeps no patch at all"):
+        validate_external(loaded, teacher, (8, 8), 2)

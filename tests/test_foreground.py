@@ -13,6 +13,7 @@ from smi.data import DatasetSpec, load_dataset
 from smi.errors import SMIError
 from smi.foreground import foreground_precision, patch_foreground, stop_at_random, stop_by_attention
 from smi.inversion.schedule import StoppingSchedule
+from smi.records import COMMON_KEYS, FOREGROUND_KEYS, SALIENCY_KEYS
 from smi.sparse_vit import TokenSubsetViT
 from smi.teachers import TeacherSpec, build_teacher, save_teacher
 
@@ -103,6 +104,8 @@ def test_foreground_cli(tmp_path: Path, teacher_file: Path, capsys: pytest.Captu
     record = json.loads(out.read_text())
     assert record["kind"] == "foreground" and record["teacher"] == "tiny" and record["dataset"] == "shapes"
     assert record["kept_patches"] == 4 and record["num_images"] == 20 and "provenance" in record
+    # The record contract (smi.records): the scores are exactly the documented FOREGROUND_KEYS.
+    assert set(record) == {*COMMON_KEYS, "split", "iterations", "ratio", *FOREGROUND_KEYS}
     for key in ("precision", "recall", "random_precision", "random_recall", "fg_fraction", "num_patches"):
         assert key in record
     bad = [
@@ -153,6 +156,7 @@ def test_foreground_cli_scores_inverted_sets_and_checks_the_proxy(tmp_path: Path
     assert main(args) == 0
     record = json.loads(out.read_text())
     assert set(record["inverted"]) == {"smi", "dense"}
+    assert set(record) == {*COMMON_KEYS, "split", "iterations", "ratio", *FOREGROUND_KEYS, *SALIENCY_KEYS}
     assert record["inverted"]["smi"]["seed1"]["kept_patches"] == 4.0
     assert record["inverted"]["dense"]["seed1"]["stopped_after_inversion"] == 6
     assert 0.0 <= record["saliency_proxy_precision"] <= 1.0

@@ -15,6 +15,7 @@ from smi.errors import SMIError
 from smi.imageset import ImageSet
 from smi.quant import IntGrid, QuantConfig, calibrate, fake_quantize, quantize_vit, run_ptq
 from smi.quant.fake_quant import asymmetric_qparams, quantize_weight_per_channel, symmetric_qparams
+from smi.records import COMMON_KEYS, PTQ_KEYS
 from smi.types import Teacher
 
 SIZE, PATCH, CLASSES = 16, 4, 6
@@ -247,6 +248,8 @@ def test_cli_writes_metrics(trained, tmp_path, monkeypatch) -> None:
     ]
     assert main(argv) == 0
     record = json.loads(out.read_text())
+    # The record contract (smi.records): the run's figures are exactly the documented PTQ_KEYS.
+    assert set(record) == {*COMMON_KEYS, "calibration", "image_set", "set_teacher", "allow_foreign_set", *PTQ_KEYS}
     for key in (
         "kind",
         "dataset",

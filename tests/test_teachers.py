@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from smi.cli import main
 from smi.data import DatasetSpec, load_dataset
 from smi.errors import SMIError
+from smi.records import COMMON_KEYS, TRAINING_KEYS
 from smi.teachers import Recipe, TeacherSpec, build_teacher, evaluate, load_teacher, read_metadata, save_teacher
 from smi.teachers.models import create_from_checkpoint
 
@@ -196,6 +197,9 @@ def test_cli_train_and_eval_teacher(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(args) == 0
     record = json.loads(metrics_path.read_text())
     assert record["kind"] == "teacher" and record["teacher"] == "tiny" and record["model_name"] == MODEL
+    # The record contract (smi.records): the build's figures are exactly the documented TRAINING_KEYS.
+    assert set(record) == {*COMMON_KEYS, "file", "teacher_spec", "dataset_spec", *TRAINING_KEYS}
+    assert record["seed"] == record["teacher_seed"] == 1
     for key in ("top1", "top5", "train_time_s", "num_params", "recipe", "provenance"):
         assert key in record
     assert record["provenance"]["seed"] == 1 and record["recipe"]["epochs"] == 1

@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import shutil
 from pathlib import Path
-from typing import Any
 
 from smi.cli._common import resolve_device, teacher_id as teacher_id_of
 from smi.config import config_hash, from_dict, to_dict
@@ -34,6 +33,7 @@ def run_official(args: argparse.Namespace) -> int:
     from smi.data import DatasetSpec
     from smi.distill.official import distill_official
     from smi.methods.registry import create_method
+    from smi.records import OfficialDistillation
 
     for flag, value in (
         ("--image-set", args.image_set),
@@ -83,36 +83,20 @@ def run_official(args: argparse.Namespace) -> int:
         to_dict(student_spec), to_dict(recipe), teacher_id, method.describe(), to_dict(inversion_config), args.seed
     )
     final, best = result.final, result.best
-    record: dict[str, Any] = {
-        "kind": "distillation",
-        "protocol": "official",
-        "dataset": spec.name,
-        "teacher": teacher_id,
-        "model_name": teacher.model_name,
-        "method": label,
-        "inversion_method": args.inversion_method,
-        "method_params": method.describe().get("method_params", {}),
-        "student": args.student_id or student_spec.model,
-        "student_model_name": student_spec.model,
-        "seed": args.seed,
-        "epochs": recipe.epochs,
-        "num_images": result.pool_size,
-        "images_per_epoch": recipe.images_per_epoch,
-        "final_top1": final["test_top1"],
-        "final_top5": final["test_top5"],
-        "official_best_top1": best["test_top1"],
-        "official_best_top5": best["test_top5"],
-        "official_best_epoch": best["epoch"],
-        "teacher_top1": result.teacher_accuracy["top1"],
-        "teacher_top5": result.teacher_accuracy["top5"],
-        "train_time_s": final["wall_time_s"],
-        "resumed_from_epoch": result.resumed_from,
-        "curve": result.curve,
-        "student_spec": to_dict(student_spec),
-        "recipe": to_dict(recipe),
-        "inversion_config": to_dict(inversion_config),
-        "provenance": provenance(device, args.seed, digest),
-    }
+    distillation = OfficialDistillation(
+        **base.student_figures(args, student_spec, recipe, result),
+        method=label,
+        num_images=result.pool_size,
+        inversion_method=args.inversion_method,
+        method_params=method.describe().get("method_params", {}),
+        images_per_epoch=recipe.images_per_epoch,
+        official_best_top1=best["test_top1"],
+        official_best_top5=best["test_top5"],
+        official_best_epoch=best["epoch"],
+        resumed_from_epoch=result.resumed_from,
+        inversion_config=to_dict(inversion_config),
+    )
+    record = distillation.record(teacher, teacher_id, args.seed, provenance(device, args.seed, digest), spec.name)
     if args.save_student:
         from smi.io import torch_save
 

@@ -109,6 +109,7 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from smi.distill.budget import images_for_budget
     from smi.distill.train import distill
+    from smi.records import SuiteDistillation
 
     if args.protocol == "official":
         from smi.cli._distill_official import run_official
@@ -150,37 +151,18 @@ def run(args: argparse.Namespace) -> int:
         to_dict(student_spec), to_dict(recipe), teacher_id, image_set.metadata.get("config_hash"), args.seed
     )
     final = result.final
-    record: dict[str, Any] = {
-        "kind": "distillation",
-        "protocol": "suite",
-        "dataset": spec.name,
-        "teacher": teacher_id,
-        "teacher_seed": teacher.metadata.get("seed"),
-        "model_name": teacher.model_name,
-        "method": method,
-        "student": args.student_id or student_spec.model,
-        "student_model_name": student_spec.model,
-        "seed": args.seed,
-        "epochs": recipe.epochs,
-        "num_images": result.num_images,
-        "image_set": str(args.image_set),
-        "image_sparsity": image_set.sparsity,
-        "set_teacher": identity,
-        "allow_foreign_set": args.allow_foreign_set,
-        "final_top1": final["test_top1"],
-        "final_top5": final["test_top5"],
-        "teacher_top1": result.teacher_accuracy["top1"],
-        "teacher_top5": result.teacher_accuracy["top5"],
-        "train_time_s": final["wall_time_s"],
-        "curve": result.curve,
-        "student_spec": to_dict(student_spec),
-        "recipe": to_dict(recipe),
+    distillation = SuiteDistillation(
+        **student_figures(args, student_spec, recipe, result),
+        method=method,
+        num_images=result.num_images,
+        image_set=str(args.image_set),
+        image_sparsity=image_set.sparsity,
+        set_teacher=identity,
+        allow_foreign_set=args.allow_foreign_set,
         **budget,
-        "provenance": provenance(device, args.seed, digest),
-    }
-    if extra_name:
-        record["final_top1_correlated"] = result.extra[extra_name]["top1"]
-        record["decorrelation_gap"] = result.extra[extra_name]["top1"] - final["test_top1"]
+        final_top1_correlated=result.extra[extra_name]["top1"] if extra_name else None,
+    )
+    record = distillation.record(teacher, teacher_id, args.seed, provenance(device, args.seed, digest), spec.name)
     if args.save_student:
         torch_save(
             {"state_dict": result.student.state_dict(), "student_spec": to_dict(student_spec)}, args.save_student
@@ -224,3 +206,21 @@ def _gflops_per_image(path: str | None) -> float:
             "not to sources that cost no inversion (real images, noise)."
         )
     return float(cost)
+
+
+def student_figures(args: argparse.Namespace, student_spec: Any, recipe: Any, result: Any) -> dict[str, Any]:
+    """What both protocols' records report of the trained student (:class:`smi.records.Distillation`)."""
+    final, teacher = result.final, result.teacher_accuracy
+    return dict(
+        student=args.student_id or student_spec.model,
+        student_model_name=student_spec.model,
+        epochs=recipe.epochs,
+        final_top1=final["test_top1"],
+        final_top5=final["test_top5"],
+        teacher_top1=teacher["top1"],
+        teacher_top5=teacher["top5"],
+        train_time_s=final["wall_time_s"],
+        curve=result.curve,
+        student_spec=to_dict(student_spec),
+        recipe=to_dict(recipe),
+    )

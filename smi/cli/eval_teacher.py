@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from smi.records import TeacherEvaluation
     from smi.teachers import evaluate, load_teacher
 
     device = resolve_device(args)
@@ -48,21 +49,18 @@ def run(args: argparse.Namespace) -> int:
         raise SMIError(f"teacher has {teacher.num_classes} classes but dataset '{spec.name}' has {num_classes(spec)}.")
     start = time.perf_counter()
     scores = evaluate(teacher.model, load_dataset(spec, args.split, teacher.data_config), args.batch_size, device)
-    record = {
-        "kind": "teacher_eval",
-        "dataset": spec.name,
-        "split": args.split,
-        "teacher": teacher_id(args, args.teacher),
-        "model_name": teacher.model_name,
-        "top1": scores["top1"],
-        "top5": scores["top5"],
-        "num_images": scores["num_images"],
-        "eval_time_s": time.perf_counter() - start,
-        "num_params": sum(p.numel() for p in teacher.model.parameters()),
-        "recipe": teacher.metadata.get("recipe"),
-        "dataset_spec": spec.to_config(),
-        "provenance": provenance(device, None, config_hash(spec.to_config(), args.split, str(args.teacher))),
-    }
+    evaluation = TeacherEvaluation(
+        split=args.split,
+        top1=scores["top1"],
+        top5=scores["top5"],
+        num_images=scores["num_images"],
+        eval_time_s=time.perf_counter() - start,
+        num_params=sum(p.numel() for p in teacher.model.parameters()),
+        recipe=teacher.metadata.get("recipe"),
+        dataset_spec=spec.to_config(),
+    )
+    prov = provenance(device, None, config_hash(spec.to_config(), args.split, str(args.teacher)))
+    record = evaluation.record(teacher, teacher_id(args, args.teacher), None, prov, spec.name)
     write_json(args.out, record)
     print(
         f"{record['teacher']} on {spec.name}/{args.split}: top-1 {scores['top1']:.2f} %, top-5 {scores['top5']:.2f} %"

@@ -76,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smi.foreground import foreground_precision
+    from smi.records import Foreground
     from smi.teachers import load_teacher
 
     device = resolve_device(args)
@@ -98,20 +99,11 @@ def run(args: argparse.Namespace) -> int:
         str(args.teacher),
         [str(p) for p in args.image_sets],
     )
-    record = {
-        "kind": "foreground",
-        "dataset": spec.name,
-        "split": args.split,
-        "teacher": teacher_id(args, args.teacher),
-        "model_name": teacher.model_name,
-        "seed": args.seed,
-        "teacher_seed": teacher.metadata.get("seed"),
-        "iterations": list(schedule.iterations),
-        "ratio": args.ratio,
-        **result,
-        **inverted,
-        "provenance": provenance(device, args.seed, chash),
-    }
+    foreground = Foreground(
+        split=args.split, iterations=list(schedule.iterations), ratio=args.ratio, scores=result, saliency=inverted
+    )
+    prov = provenance(device, args.seed, chash)
+    record = foreground.record(teacher, teacher_id(args, args.teacher), args.seed, prov, spec.name)
     write_json(args.out, record)
     print(
         f"{record['teacher']}: kept {result['kept_patches']}/{result['num_patches']} patches; precision "

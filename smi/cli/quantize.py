@@ -12,7 +12,6 @@ calibration set. ``--protocol official`` uses the official PSAQ-ViT / SMI quanti
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from smi.cli._common import (
     add_device_arguments,
@@ -97,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from smi.heap import retain_freed_memory
     from smi.quant.ptq import fp_evaluation, run_ptq
+    from smi.records import Quantization
 
     retain_freed_memory()  # the evaluation's same-size temporaries then reuse memory (values unchanged)
     device = resolve_device(args)
@@ -132,20 +132,14 @@ def run(args: argparse.Namespace) -> int:
     for config, out in zip(configs, args.out):
         result = run_ptq(teacher, calib_set, test_set, config, args.seed, device, progress, fp_accuracy=fp)
         digest = config_hash(to_dict(config), teacher_id, calib_set.metadata.get("config_hash"), args.seed)
-        record: dict[str, Any] = {
-            "kind": "quantization",
-            "dataset": spec.name,
-            "teacher": teacher_id,
-            "teacher_seed": teacher.metadata.get("seed"),
-            "model_name": teacher.model_name,
-            "calibration": calibration,
-            "seed": args.seed,
-            "image_set": str(args.calib_set),
-            "set_teacher": identity,
-            "allow_foreign_set": args.allow_foreign_set,
-            **result,
-            "provenance": provenance(device, args.seed, digest),
-        }
+        quantization = Quantization(
+            calibration=calibration,
+            image_set=str(args.calib_set),
+            set_teacher=identity,
+            allow_foreign_set=args.allow_foreign_set,
+            ptq=result,
+        )
+        record = quantization.record(teacher, teacher_id, args.seed, provenance(device, args.seed, digest), spec.name)
         write_json(out, record)
         print(
             f"W{config.w_bits}/A{config.a_bits} ({config.protocol}, {config.range_estimator}) calibrated on "

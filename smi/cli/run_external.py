@@ -123,69 +123,8 @@ def render_command(template: str, values: dict[str, Any]) -> str:
     return template.format_map({k: shlex.quote(str(v)) for k, v in values.items()})
 
 
-def load_external(path: Path, grid_size: tuple[int, int]) -> Any:
-    """Read the command's output: the image-set format, where ``keep_masks`` may be omitted.
-
-    A dense external method need not know the teacher's patch grid: without ``keep_masks``
-    every patch of every image counts as kept.
-
-    Raises:
-        SMIError: If the file is unreadable or lacks ``images`` / ``targets``.
-    """
-    from smi.imageset import ImageSet
-
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise SMIError(f"the external command's output is not a readable torch file ({exc}).") from exc
-    if not isinstance(blob, dict) or not {"images", "targets"} <= set(blob):
-        raise SMIError(
-            "the external command's output lacks the keys images/targets; it must be a dict in the image-set "
-            "format of smi/imageset.py (keep_masks optional for dense images)."
-        )
-    images, targets = blob["images"], blob["targets"]
-    if not isinstance(images, torch.Tensor) or not isinstance(targets, torch.Tensor) or images.ndim != 4:
-        raise SMIError("the external command's images must be a (M, C, H, W) tensor and its targets a (M,) tensor.")
-    masks = blob.get("keep_masks")
-    if masks is None:
-        masks = torch.ones(images.shape[0], *grid_size, dtype=torch.bool)
-    metadata = blob.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise SMIError(f"the external command's metadata must be a dict, got {type(metadata).__name__}.")
-    return ImageSet(images.float(), masks.bool(), targets.long(), dict(metadata))
-
-
-def validate(image_set: Any, teacher: Any, grid_size: tuple[int, int], num_images: int) -> Any:
-    """Check a produced set against the teacher and the request; returns the first ``num_images``.
-
-    Pixels outside the keep masks are set to 0 (the format's "stopped patches are black"); the
-    evaluators never read them.
-
-    Raises:
-        SMIError: Wrong sizes or labels, too few images, values outside [0, 1], empty masks.
-    """
-    from smi.imageset import ImageSet
-    from smi.sparse_vit import mask_to_pixels
-
-    image_set.check_compatible(teacher.num_classes, teacher.input_size, grid_size)
-    if len(image_set) < num_images:
-        raise SMIError(f"the external command produced {len(image_set)} images but {num_images} were requested.")
-    images = image_set.images
-    if not bool(torch.isfinite(images).all()) or float(images.min()) < 0 or float(images.max()) > 1:
-        raise SMIError(
-            "the external command's images are not all finite values in [0, 1]; the image-set format stores "
-            "pixel-space images (denormalise and clip before saving)."
-        )
-    masks = image_set.keep_masks
-    if not bool(masks.flatten(1).any(1).all()):
-        raise SMIError("an image of the external set keeps no patch at all; every image needs at least one kept patch.")
-    patch_size = (teacher.input_size[1] // grid_size[0], teacher.input_size[2] // grid_size[1])
-    images = images * mask_to_pixels(masks, patch_size).to(images.dtype)
-    return ImageSet(images[:num_images], masks[:num_images], image_set.targets[:num_images], dict(image_set.metadata))
-
-
 def run(args: argparse.Namespace) -> int:
-    from smi.imageset import check_teacher_identity
+    from smi.imageset import check_teacher_identity, load_external, validate_external
     from smi.io import provenance, write_json
     from smi.methods.synthesize import teacher_description
     from smi.records import InversionCosts, inversion_record, mean_kept_patches
@@ -232,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             produced_set, teacher, "written by the external command", teacher_id, args.allow_foreign_set
         )
         produced = len(produced_set)
-        image_set = validate(produced_set, teacher, vit.grid_size, args.num_images)
+        image_set = validate_external(produced_set, teacher, vit.grid_size, args.num_images)
     finally:
         if raw.exists():
             raw.unlink()

@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from smi.records import TeacherBuild
     from smi.teachers import TeacherSpec, build_teacher, save_teacher
 
     if not args.force and os.path.isfile(args.out) and os.path.isfile(args.metrics):
@@ -62,19 +63,10 @@ def run(args: argparse.Namespace) -> int:
         "dataset_spec": dataset.to_config(),
     }
     save_teacher(teacher, args.out, recipe_info)
-    record = {
-        "kind": "teacher",
-        "dataset": dataset.name,
-        "teacher": teacher_id(args, args.out),
-        "model_name": spec.model,
-        "seed": args.seed,
-        "teacher_seed": args.seed,
-        "file": str(args.out),
-        "teacher_spec": spec.to_config(),
-        "dataset_spec": dataset.to_config(),
-        **metrics,
-        "provenance": provenance(device, args.seed, chash),
-    }
+    build = TeacherBuild(
+        file=str(args.out), teacher_spec=spec.to_config(), dataset_spec=dataset.to_config(), training=metrics
+    )
+    record = build.record(teacher, teacher_id(args, args.out), args.seed, provenance(device, args.seed, chash))
     write_json(args.metrics, record)
     print(
         f"teacher {record['teacher']} ({spec.model}, {dataset.name}): top-1 {metrics['top1']:.2f} %, "

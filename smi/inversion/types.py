@@ -17,7 +17,7 @@ import torch
 
 from smi.inversion.config import InversionConfig
 from smi.sparse_vit import TokenSubsetViT
-from smi.types import Teacher
+from smi.types import SparseImages, Teacher
 
 
 @dataclass
@@ -76,17 +76,11 @@ class InversionStats:
 
 
 @dataclass
-class InversionResult:
-    """Output images of one batch.
+class InversionResult(SparseImages):
+    """Output images, keep masks and targets of one batch, with the run's costs.
 
     Attributes:
-        images: (M, C, H, W) pixel space [0, 1], stopped patches black.
-        keep_masks: (M, gh, gw) bool.
-        targets: (M,) labels.
         stats: Costs of the run.
     """
 
-    images: torch.Tensor
-    keep_masks: torch.Tensor
-    targets: torch.Tensor
     stats: InversionStats

@@ -1,17 +1,8 @@
-"""The metrics records the workflow's jobs write: their kinds, shared keys and builders.
+"""The ``inversion`` record: what producing one image set cost (``smi invert``, ``smi run-external``).
 
-Every job writes one JSON record; :mod:`smi.report.aggregate` flattens them into
-``summary.csv``, which the tables and figures read. This module is the contract between the
-two sides:
-
-- :data:`KINDS`, the record kinds, each with the command that writes it;
-- :data:`COMMON_KEYS`, the keys every record about a teacher carries (:func:`teacher_keys`);
-- :class:`InversionCosts` and :func:`inversion_record`, the one builder of ``inversion``
-  records, used by ``smi invert`` (suite methods, through :func:`smi.methods.synthesize`) and by
-  ``smi run-external`` (external methods), so both write the same keys;
-- :func:`mean_kept_patches`, the ``final_kept_patches`` figure of an image set.
-
-Kind-specific keys beyond these are listed in the command that writes the record.
+:class:`InversionCosts` and :func:`inversion_record` are the one builder of ``inversion`` records,
+used by ``smi invert`` (suite methods, through :func:`smi.methods.synthesize`) and by
+``smi run-external`` (external methods), so both write the same keys.
 """
 
 from __future__ import annotations
@@ -21,44 +12,7 @@ from typing import Any
 
 import torch
 
-#: Record kind -> the ``smi`` command that writes it.
-KIND_COMMANDS: dict[str, str] = {
-    "teacher": "train-teacher",
-    "teacher_eval": "eval-teacher",
-    "inversion": "invert, run-external",
-    "quantization": "quantize",
-    "distillation": "distill",
-    "foreground": "foreground",
-    "timing": "time-inversions",
-    "testbed": "testbed",
-    "pretrain": "pretrain-student",
-}
-KINDS: tuple[str, ...] = tuple(KIND_COMMANDS)
-#: Keys every record about one teacher carries (see :func:`teacher_keys`), plus ``provenance``.
-COMMON_KEYS: tuple[str, ...] = ("kind", "dataset", "teacher", "teacher_seed", "model_name", "seed", "provenance")
-#: ``time_protocol`` of a job that timed itself beside other jobs (not used for speed-ups).
-JOB_TIME_PROTOCOL = "job"
-
-
-def teacher_keys(kind: str, teacher: Any, teacher_id: str, seed: int | None) -> dict[str, Any]:
-    """The keys a record shares with every other record about ``teacher`` (all but provenance).
-
-    Args:
-        kind: One of :data:`KINDS`.
-        teacher: A :class:`smi.types.Teacher`.
-        teacher_id: The teacher's id in the run (``--teacher-id``).
-        seed: The job's seed (``None`` where the job has none).
-    """
-    if kind not in KIND_COMMANDS:
-        raise ValueError(f"unknown record kind {kind!r}; add it to smi.records.KIND_COMMANDS")
-    return {
-        "kind": kind,
-        "dataset": teacher.dataset,
-        "teacher": teacher_id,
-        "teacher_seed": teacher.metadata.get("seed"),
-        "model_name": teacher.model_name,
-        "seed": seed,
-    }
+from smi.records.common import JOB_TIME_PROTOCOL, combine, teacher_keys
 
 
 def mean_kept_patches(keep_masks: torch.Tensor) -> float:
@@ -140,17 +94,21 @@ def inversion_record(
 
     Returns:
         The record, keys in a stable order.
+
+    Raises:
+        ValueError: For a key of ``method`` or ``extra`` that another part of the record gives.
     """
-    return {
-        **teacher_keys("inversion", teacher, teacher_id, seed),
-        "image_set": image_set,
-        "inversion_config": inversion_config,
-        **method,
-        **costs.as_keys(),
-        **extra,
-        # The job's own wall time: other jobs may share the machine, so it is not isolated and the
-        # tables take speed-ups from `smi time-inversions` (time_protocol "interleaved") instead.
-        "time_protocol": JOB_TIME_PROTOCOL,
-        "config_hash": config_hash,
-        "provenance": provenance,
-    }
+    return combine(
+        teacher_keys("inversion", teacher, teacher_id, seed),
+        {"image_set": image_set, "inversion_config": inversion_config},
+        method,
+        costs.as_keys(),
+        extra,
+        {
+            # The job's own wall time: other jobs may share the machine, so it is not isolated and the
+            # tables take speed-ups from `smi time-inversions` (time_protocol "interleaved") instead.
+            "time_protocol": JOB_TIME_PROTOCOL,
+            "config_hash": config_hash,
+            "provenance": provenance,
+        },
+    )
