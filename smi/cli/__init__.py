@@ -15,12 +15,12 @@ tests/test_cli_conventions.py):
   say what the command reads and what it writes. ``add_arguments`` and ``run`` have one-line
   docstrings.
 - An option that several commands take is declared once, by a helper in
-  :mod:`smi.cli._common`. Option helps are lower-case phrases without a final period (as
-  argparse's own ``-h``); a default is shown as ``(default: ...)``.
-- stdout carries the result only: one summary line per output written (a step), or the listing
-  or table the command exists to print (``compare``, ``methods``, ``bench-inversion``).
-  Progress bars go to stderr, and so do errors: a command raises :class:`smi.errors.SMIError`
-  and :func:`main` prints it as one line; commands never print errors themselves.
+  :mod:`smi.cli._options`. Option helps are lower-case phrases without a final period (as
+  argparse's own ``-h``); :class:`HelpFormatter` appends ``(default: X)`` to each.
+- stdout carries the result only: one summary line per output a step writes, or the listing or
+  table the command exists to print (``compare``, ``methods``, ``bench-inversion``). Progress
+  bars go to stderr; so do errors: a command raises :class:`smi.errors.SMIError` and
+  :func:`main` prints it as one line. Commands never print errors or exit themselves.
 
 Before a command runs, the folders of its outputs (the options in :data:`OUTPUT_FILE_OPTIONS`
 and :data:`OUTPUT_FOLDER_OPTIONS`) are checked for writability, so that an unwritable path

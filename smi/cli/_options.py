@@ -107,22 +107,28 @@ def add_inversion_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_inversion_config_argument(parser: ArgumentTarget) -> None:
     """``--inversion-config``: :class:`smi.inversion.InversionConfig` keys as JSON."""
-    parser.add_argument(
-        "--inversion-config",
-        type=json_arg,
-        default={},
-        help=f"InversionConfig keys {JSON_VALUE} (iterations, lr, tv_l2, ...; default: none)",
-    )
+    add_json_argument(parser, "--inversion-config", "InversionConfig keys (iterations, lr, tv_l2, ...)", "none")
 
 
 def add_method_params_argument(parser: ArgumentTarget) -> None:
     """``--method-params``: the parameters of a registered inversion method as JSON."""
-    parser.add_argument(
-        "--method-params",
-        type=json_arg,
-        default={},
-        help=f"the method's parameters {JSON_VALUE} (see `smi methods`; default: its defaults)",
-    )
+    add_json_argument(parser, "--method-params", "the method's parameters (see `smi methods`)", "its defaults")
+
+
+def add_json_argument(parser: ArgumentTarget, flag: str, what: str, absent: str | None = None) -> None:
+    """An option whose value is a JSON object (:func:`smi.cli._common.json_arg`), e.g. a spec or a recipe.
+
+    Args:
+        parser: The command's parser (or an argument group).
+        flag: The option, e.g. ``--recipe``.
+        what: What the object holds, for the help.
+        absent: What an absent option means, for the help (the value is then ``{}``); ``None``
+            makes the option required.
+    """
+    if absent is None:
+        parser.add_argument(flag, type=json_arg, required=True, help=f"{what} {JSON_VALUE}")
+    else:
+        parser.add_argument(flag, type=json_arg, default={}, help=f"{what} {JSON_VALUE} (default: {absent})")
 
 
 def add_summary_arguments(parser: argparse.ArgumentParser, outputs: str) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 
 from smi.cli import _options as options
 from smi.cli._common import (
-    json_arg,
     load_split,
     load_teacher,
     positive_float,
@@ -52,18 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image-set", default=None, help="synthetic image-set file to distil on (protocol suite)")
     parser.add_argument("--method", default=None, help="method name in metrics (default: the set's metadata method)")
-    parser.add_argument(
-        "--student-spec",
-        type=json_arg,
-        default={},
-        help=f"StudentSpec {options.JSON_VALUE} (model, model_kwargs, init, checkpoint, train; default: its defaults)",
+    options.add_json_argument(
+        parser, "--student-spec", "StudentSpec (model, model_kwargs, init, checkpoint, train)", "its defaults"
     )
     parser.add_argument("--student-id", default=None, help="student name used in metrics (default: its model name)")
-    parser.add_argument(
-        "--recipe",
-        type=json_arg,
-        default={},
-        help=f"DistillRecipe {options.JSON_VALUE} (epochs, batch_size, lr, temperature, ...; default: its defaults)",
+    options.add_json_argument(
+        parser, "--recipe", "DistillRecipe (epochs, batch_size, lr, temperature, ...)", "its defaults"
     )
     parser.add_argument(
         "--num-images", type=positive_int, default=None, help="images used, overriding the recipe (default: all)"

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from smi.cli import _options as options
-from smi.cli._common import json_arg, resolve_device
+from smi.cli._common import resolve_device
 from smi.config import config_hash
 from smi.errors import SMIError
 from smi.io import provenance, write_json
@@ -27,19 +27,11 @@ COMMAND = "pretrain-student"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's options to ``parser``."""
-    parser.add_argument(
-        "--student-spec",
-        type=json_arg,
-        required=True,
-        help=f"student spec {options.JSON_VALUE} (model, model_kwargs; init and train are ignored)",
+    options.add_json_argument(
+        parser, "--student-spec", "student spec (model, model_kwargs; init and train are ignored)"
     )
     options.add_dataset_spec_argument(parser, "the pretraining dataset")
-    parser.add_argument(
-        "--recipe",
-        type=json_arg,
-        default={},
-        help=f"teacher training Recipe (smi.teachers.spec) {options.JSON_VALUE} (default: its defaults)",
-    )
+    options.add_json_argument(parser, "--recipe", "teacher training Recipe (smi.teachers.spec)", "its defaults")
     parser.add_argument(
         "--target-dataset",
         default=None,

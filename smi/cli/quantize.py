@@ -18,7 +18,6 @@ from typing import Any
 from smi.cli import _options as options
 from smi.cli._common import (
     bits_int,
-    json_arg,
     load_split,
     load_teacher,
     positive_int,
@@ -64,11 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PROTOCOL,
         help="official: the official PSAQ-ViT / SMI quantizer; suite: the suite's own, docs/protocols.md",
     )
-    parser.add_argument(
-        "--quant-config",
-        type=json_arg,
-        default={},
-        help=f"other QuantConfig keys {options.JSON_VALUE} (percentile, eval_batch_size, ...; default: none)",
+    options.add_json_argument(
+        parser, "--quant-config", "other QuantConfig keys (percentile, eval_batch_size, ...)", "none"
     )
     options.add_seed_argument(parser, "the calibration subset")
     parser.add_argument(

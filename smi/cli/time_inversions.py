@@ -17,7 +17,7 @@ import argparse
 from typing import Any
 
 from smi.cli import _options as options
-from smi.cli._common import inversion_config, json_arg, positive_int, resolve_device, teacher_id
+from smi.cli._common import inversion_config, positive_int, resolve_device, teacher_id
 from smi.config import config_hash, from_dict, to_dict
 from smi.errors import SMIError
 from smi.io import provenance, write_json
@@ -30,11 +30,8 @@ PROTOCOL = "interleaved"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's options to ``parser``."""
     options.add_teacher_arguments(parser)
-    parser.add_argument(
-        "--methods",
-        type=json_arg,
-        required=True,
-        help='label -> {"method": registered name (default: the label), "params": {...}} as a JSON object',
+    options.add_json_argument(
+        parser, "--methods", 'label -> {"method": registered name (default: the label), "params": {...}}'
     )
     parser.add_argument(
         "--num-images",

@@ -14,7 +14,7 @@ import argparse
 import os
 
 from smi.cli import _options as options
-from smi.cli._common import json_arg, resolve_device, teacher_id
+from smi.cli._common import resolve_device, teacher_id
 from smi.config import config_hash
 from smi.data import DatasetSpec
 from smi.io import provenance, write_json
@@ -24,7 +24,7 @@ COMMAND = "train-teacher"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's options to ``parser``."""
-    parser.add_argument("--teacher-spec", type=json_arg, required=True, help=f"teacher spec {options.JSON_VALUE}")
+    options.add_json_argument(parser, "--teacher-spec", "teacher spec")
     options.add_dataset_spec_argument(parser, "the dataset to train and test on")
     options.add_output_arguments(parser, "teacher file (.pt)", metrics=True)
     options.add_teacher_id_argument(parser)
