@@ -22,10 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_b", type=Path, metavar="RUN_B", help="run compared with RUN_A")
     parser.add_argument("--atol", type=nonneg_float, default=0.0, help="absolute tolerance per cell")
     parser.add_argument(
-        "--rtol",
-        type=nonneg_float,
-        default=0.0,
-        help="relative tolerance per cell, as a fraction of RUN_A's value",
+        "--rtol", type=nonneg_float, default=0.0, help="relative tolerance per cell, as a fraction of RUN_A's value"
     )
     parser.add_argument("--all", action="store_true", help="list equal cells too")
     options.add_target_fraction_argument(parser)

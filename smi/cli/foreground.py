@@ -36,10 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stopping steps; only their number matters, real images are not optimised",
     )
     parser.add_argument(
-        "--ratio",
-        type=open_fraction,
-        default=PAPER_RATIO,
-        help="fraction of active patches stopped per step",
+        "--ratio", type=open_fraction, default=PAPER_RATIO, help="fraction of active patches stopped per step"
     )
     parser.add_argument(
         "--num-images", type=positive_int, default=None, help="evaluate the first N images (default: all)"
