@@ -1,11 +1,26 @@
 """The ``smi`` command line: one thin entry point per workflow step.
 
 Each public module in this package is a sub-command named after the module (underscores become
-dashes: ``train_teacher.py`` is ``smi train-teacher``) and defines ``COMMAND``, ``HELP``,
+dashes: ``train_teacher.py`` is ``smi train-teacher``) and defines ``COMMAND``,
 ``add_arguments(parser)`` and ``run(args)``. A new step is a new module; no shared file changes.
 Only the module of the requested command is imported, so a workflow job does not pay for the
 imports of every other step. :class:`smi.errors.SMIError` and argparse errors are printed as
 one line (exit 2), without the usage block; Ctrl-C is one line too (exit 130).
+
+Every command follows the same conventions (docs/architecture.md, "Commands"; checked by
+tests/test_cli_conventions.py):
+
+- The module docstring's first line says what the command does; it is the command's help in
+  ``smi --help`` and ``smi <command> --help`` (:func:`command_help`). The paragraphs below it
+  say what the command reads and what it writes. ``add_arguments`` and ``run`` have one-line
+  docstrings.
+- An option that several commands take is declared once, by a helper in
+  :mod:`smi.cli._options`. Option helps are lower-case phrases without a final period (as
+  argparse's own ``-h``); :class:`HelpFormatter` appends ``(default: X)`` to each.
+- stdout carries the result only: one summary line per output a step writes, or the listing or
+  table the command exists to print (``compare``, ``methods``, ``bench-inversion``). Progress
+  bars go to stderr; so do errors: a command raises :class:`smi.errors.SMIError` and
+  :func:`main` prints it as one line. Commands never print errors or exit themselves.
 
 Before a command runs, the folders of its outputs (the options in :data:`OUTPUT_FILE_OPTIONS`
 and :data:`OUTPUT_FOLDER_OPTIONS`) are checked for writability, so that an unwritable path
@@ -20,6 +35,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from smi.errors import SMIError
 
@@ -30,8 +46,27 @@ OUTPUT_FOLDER_OPTIONS: tuple[str, ...] = ("out_dir",)
 INTERRUPTED_STATUS = 130
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default the same way: ``(default: X)`` after its help.
+
+    Added where the default is a value (not ``None``, ``False`` or empty) and the help does not
+    already say what the default is (``(default: the model's)``).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text, default = action.help or "", action.default
+        unset = default is None or default is False or default == argparse.SUPPRESS or default in ([], {})
+        if not action.option_strings or unset or "(default" in text:
+            return action.help
+        return f"{text} (default: %(default)s)"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``prog: error: message``), no usage block."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -44,6 +79,11 @@ def command_modules() -> dict[str, str]:
         for info in pkgutil.iter_modules(__path__)
         if not info.name.startswith("_")
     }
+
+
+def command_help(module: ModuleType) -> str:
+    """A command's one-line help: the first line of its module docstring (empty under ``python -OO``)."""
+    return (module.__doc__ or "").strip().split("\n", 1)[0]
 
 
 def _load(command: str, module_name: str) -> ModuleType:
@@ -59,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command, module_name in sorted(command_modules().items()):
         module = _load(command, module_name)
-        cmd = sub.add_parser(command, help=module.HELP, description=module.HELP)
+        cmd = sub.add_parser(command, help=command_help(module), description=command_help(module))
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
@@ -72,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # argparse exits on --help and on a bad argument; the status is returned like any other
         if argv and argv[0] in modules:
             module = _load(argv[0], modules[argv[0]])
-            parser = OneLineParser(prog=f"smi {argv[0]}", description=module.HELP)
+            parser = OneLineParser(prog=f"smi {argv[0]}", description=command_help(module))
             module.add_arguments(parser)
             args = parser.parse_args(argv[1:])
             args.command, run = argv[0], module.run

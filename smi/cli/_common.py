@@ -1,7 +1,8 @@
-"""Argument helpers shared by the sub-commands.
+"""Helpers shared by the sub-commands: argument types and what their ``run`` functions share.
 
 Numeric options take one of the range-checked ``type=`` functions below, so a bad value is
-one argparse error line naming the option before any work starts.
+one argparse error line naming the option before any work starts. The options that several
+commands take are declared in :mod:`smi.cli._options`.
 """
 
 from __future__ import annotations
@@ -152,33 +153,6 @@ def check_writable(
         os.unlink(probe)
 
 
-#: Torch CPU threads unless ``--threads`` says otherwise. Fixed rather than torch's choice (the
-#: machine's core count): results such as trained weights change with the thread count, so a
-#: default that follows the machine would make the same command give different numbers.
-DEFAULT_THREADS = 1
-
-
-def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--threads``."""
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        default=DEFAULT_THREADS,
-        help=f"CPU threads for torch (default: {DEFAULT_THREADS}; results can depend on it, every record stores it)",
-    )
-
-
-def add_foreign_set_argument(parser: argparse.ArgumentParser) -> None:
-    """``--allow-foreign-set``: accept an image set made from another teacher (recorded in the metrics)."""
-    parser.add_argument(
-        "--allow-foreign-set",
-        action="store_true",
-        help="accept an image set inverted from another teacher (a deliberate transfer experiment; "
-        "recorded in the metrics)",
-    )
-
-
 def resolve_device(args: argparse.Namespace) -> torch.device:
     """Apply ``--threads`` and check that the requested device exists."""
     torch.set_num_threads(args.threads)
@@ -221,13 +195,6 @@ def teacher_dataset_spec(spec_values: dict[str, Any] | None, teacher: Any, teach
     if teacher.metadata.get("dataset_spec"):
         return DatasetSpec.from_config(teacher.metadata["dataset_spec"])
     raise SMIError(f"{teacher_path} stores no dataset spec; pass --dataset-spec.")
-
-
-def add_teacher_id_argument(parser: argparse.ArgumentParser) -> None:
-    """``--teacher-id``: the teacher's id in the records (the workflow passes its config id)."""
-    parser.add_argument(
-        "--teacher-id", default=None, help="teacher id stored in the records (default: the teacher file's stem)"
-    )
 
 
 def teacher_id(args: argparse.Namespace, teacher_path: str | os.PathLike[str]) -> str:

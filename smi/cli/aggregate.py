@@ -1,20 +1,20 @@
-"""``smi aggregate``: all metrics JSON of a run -> ``summary.csv`` plus long curve tables."""
+"""Collect metrics JSON files into summary.csv and the long curve tables beside it.
+
+Reads the metrics records named by ``--inputs``, or every one under ``--root``; writes
+``summary.csv`` (``--out``) and, beside it, ``curves.csv``, ``active_tokens.csv``,
+``loss_curves.csv`` and ``activation_ranges.csv`` (:mod:`smi.report.aggregate`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 COMMAND = "aggregate"
-HELP = (
-    "Collect metrics JSON files into summary.csv "
-    "(and curves.csv, active_tokens.csv, loss_curves.csv, activation_ranges.csv beside it)."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the command's options."""
+    """Add the command's options to ``parser``."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--inputs", nargs="+", type=Path, metavar="JSON", help="metrics files to aggregate")
     source.add_argument("--root", type=Path, help="results folder searched recursively for metrics records")
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Aggregate and write the tables."""
+    """Aggregate the records and write the tables."""
     from smi.errors import SMIError
     from smi.report.aggregate import aggregate_files, find_metrics, write_aggregate
 
@@ -34,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         agg = aggregate_files(args.inputs)
     written = write_aggregate(agg, args.out)
-    print(f"aggregated {len(agg.summary)} records into {', '.join(str(p) for p in written)}", file=sys.stderr)
+    print(f"aggregated {len(agg.summary)} records into {', '.join(str(p) for p in written)}")
     return 0

@@ -1,4 +1,9 @@
-"""``smi bench-inversion``: dense vs SMI cost on one model in one process."""
+"""Time dense inversion and SMI side by side (random weights) and print speed-up, FLOP and memory ratios.
+
+Reads nothing but a timm model name: the model gets random weights, so the benchmark needs no
+teacher file. Prints the run's settings and a table of the figures; ``--out`` also writes them
+as JSON (:func:`smi.bench.run_benchmark`).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,19 @@ import argparse
 
 from tabulate import tabulate
 
-from smi.cli._common import add_device_arguments, nonneg_int, open_fraction, positive_int, resolve_device
+from smi.cli import _options as options
+from smi.cli._common import nonneg_int, open_fraction, positive_int, resolve_device
 from smi.inversion.schedule import StoppingSchedule
 from smi.io import provenance, write_json
 
 COMMAND = "bench-inversion"
-HELP = "Time dense inversion and SMI side by side (random weights) and print speed-up, FLOP and memory ratios."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's options to ``parser``."""
     parser.add_argument("--model", default="deit_tiny_patch16_224", help="timm ViT name")
     parser.add_argument("--img-size", type=positive_int, default=None, help="input size (default: the model's)")
-    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images optimised together")
     parser.add_argument("--iterations", type=positive_int, default=60, help="iterations of the timed run")
     parser.add_argument(
         "--schedule",
@@ -27,16 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stopping iterations of the timed run "
         "(default: the paper's 50/100/200/300 of 4000, compressed to --iterations)",
     )
-    parser.add_argument("--ratio", type=open_fraction, default=0.3)
+    parser.add_argument("--ratio", type=open_fraction, default=0.3, help="fraction of active patches stopped per step")
     parser.add_argument(
-        "--repeats", type=positive_int, default=1, help="alternating dense/SMI rounds (median reported)"
+        "--repeats", type=positive_int, default=1, help="alternating dense/SMI rounds, the median reported"
     )
-    parser.add_argument("--seed", type=nonneg_int, default=0)
-    parser.add_argument("--out", default=None, help="also write the figures as JSON")
-    add_device_arguments(parser)
+    options.add_seed_argument(parser, "the timed runs' targets and images")
+    parser.add_argument("--out", default=None, help="JSON file to write the figures to as well (default: none)")
+    options.add_device_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the benchmark, print its figures and write them with ``--out``."""
     from smi.bench import PAPER_ITERATIONS_TOTAL, random_teacher, run_benchmark
 
     device = resolve_device(args)

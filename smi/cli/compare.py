@@ -1,45 +1,38 @@
-"""``smi compare``: per-cell differences between the tables of two runs."""
+"""Print the table cells that differ between two runs (RUN_B - RUN_A); always exits 0.
+
+A run is a results folder holding ``summary.csv``, or the CSV itself. Reads the two summary
+tables (and the curve tables beside them); prints the cells that differ beyond the tolerances
+(:mod:`smi.report.compare`); ``--out`` also writes every compared cell as CSV.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from smi.cli._common import nonneg_float, unit_fraction
-from smi.report.defaults import DEFAULT_TARGET_FRACTION
+from smi.cli import _options as options
+from smi.cli._common import nonneg_float
 
 COMMAND = "compare"
-HELP = (
-    "Print the table cells that differ between two runs (RUN_B - RUN_A); always exits 0. "
-    "A run is a results folder holding summary.csv, or the CSV itself."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the command's options."""
+    """Add the command's options to ``parser``."""
     parser.add_argument("run_a", type=Path, metavar="RUN_A", help="reference run (results/<run> or its summary.csv)")
     parser.add_argument("run_b", type=Path, metavar="RUN_B", help="run compared with RUN_A")
+    parser.add_argument("--atol", type=nonneg_float, default=0.0, help="absolute tolerance per cell")
     parser.add_argument(
-        "--atol", type=nonneg_float, default=0.0, help="absolute tolerance per cell (default %(default)s)"
-    )
-    parser.add_argument(
-        "--rtol",
-        type=nonneg_float,
-        default=0.0,
-        help="relative tolerance per cell, as a fraction of RUN_A's value (default %(default)s)",
+        "--rtol", type=nonneg_float, default=0.0, help="relative tolerance per cell, as a fraction of RUN_A's value"
     )
     parser.add_argument("--all", action="store_true", help="list equal cells too")
+    options.add_target_fraction_argument(parser)
     parser.add_argument(
-        "--target-fraction",
-        type=unit_fraction,
-        default=DEFAULT_TARGET_FRACTION,
-        help="fraction for 'epochs to reach' in the distillation table (default %(default)s)",
+        "--out", type=Path, default=None, help="CSV to write every compared cell to as well (default: none)"
     )
-    parser.add_argument("--out", type=Path, default=None, help="also write every compared cell to this CSV")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compare and print."""
+    """Compare the runs and print the differing cells."""
     from smi.io import atomic_path
     from smi.report.compare import Tolerance, compare_runs, format_comparison
 

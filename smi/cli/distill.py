@@ -1,12 +1,14 @@
-"""``smi distill``: knowledge transfer from a teacher's synthetic images to a student.
+"""Distil a teacher into a student on a synthetic image set; evaluate every epoch on the real test split.
 
-Two protocols (``--protocol``, recorded in the metrics): ``suite`` (default) distils on a fixed
+Two protocols (``--protocol``, recorded in the metrics): ``suite`` (default) reads a fixed
 image set (``--image-set``); ``official`` runs the official SMI code's protocol, synthesising
-into a growing pool inside this job (:mod:`smi.cli._distill_official`).
+into a growing pool inside this job (:mod:`smi.cli._distill_official`). Both read the teacher
+file and the real test split of its dataset.
 
-Writes one metrics JSON (kind ``distillation``) with the student's final-epoch accuracy on
-the real test split, the whole per-epoch curve, the teacher's accuracy and provenance; for
-the ``shapes`` dataset also the accuracy on ``test_correlated`` and the decorrelation gap.
+Writes one metrics JSON (kind ``distillation``, ``--out``) with the student's final-epoch
+accuracy on the real test split, the whole per-epoch curve, the teacher's accuracy and
+provenance; for the ``shapes`` dataset also the accuracy on ``test_correlated`` and the
+decorrelation gap. ``--save-student`` also writes the student's weights.
 """
 
 from __future__ import annotations
@@ -16,14 +18,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from smi.cli import _options as options
 from smi.cli._common import (
-    add_device_arguments,
-    add_foreign_set_argument,
-    add_teacher_id_argument,
-    json_arg,
     load_split,
     load_teacher,
-    nonneg_int,
     positive_float,
     positive_int,
     resolve_device,
@@ -36,60 +34,51 @@ from smi.imageset import ImageSet, check_teacher_identity
 from smi.io import provenance, read_json, torch_save, write_json
 
 COMMAND = "distill"
-HELP = "Distil a teacher into a student on a synthetic image set; evaluate every epoch on the real test split."
 
 # Datasets whose spurious-background variant is also scored (split name, metrics suffix).
 CORRELATED_SPLITS: dict[str, str] = {"shapes": "test_correlated"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
-    add_teacher_id_argument(parser)
-    parser.add_argument(
-        "--dataset-spec", type=json_arg, required=True, help='teacher\'s dataset as JSON, e.g. \'{"name": "digits"}\''
-    )
+    """Add the command's options to ``parser``."""
+    options.add_teacher_arguments(parser)
+    options.add_dataset_spec_argument(parser)
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,
         default=DEFAULT_PROTOCOL,
-        help="suite: distil on --image-set; official: the official SMI code's protocol (docs/protocols.md)",
+        help="suite: distil on --image-set; official: the official SMI code's protocol, docs/protocols.md",
     )
     parser.add_argument("--image-set", default=None, help="synthetic image-set file to distil on (protocol suite)")
     parser.add_argument("--method", default=None, help="method name in metrics (default: the set's metadata method)")
-    parser.add_argument(
-        "--student-spec",
-        type=json_arg,
-        default={},
-        help="StudentSpec as JSON (model, model_kwargs, init, checkpoint, train)",
+    options.add_json_argument(
+        parser, "--student-spec", "StudentSpec (model, model_kwargs, init, checkpoint, train)", "its defaults"
     )
     parser.add_argument("--student-id", default=None, help="student name used in metrics (default: its model name)")
-    parser.add_argument(
-        "--recipe",
-        type=json_arg,
-        default={},
-        help="DistillRecipe as JSON (epochs, batch_size, lr, temperature, augment, ...)",
+    options.add_json_argument(
+        parser, "--recipe", "DistillRecipe (epochs, batch_size, lr, temperature, ...)", "its defaults"
     )
     parser.add_argument(
-        "--num-images", type=positive_int, default=None, help="images used (overrides the recipe; default: all)"
+        "--num-images", type=positive_int, default=None, help="images used, overriding the recipe (default: all)"
     )
     parser.add_argument(
         "--budget-gflops",
         type=positive_float,
         default=None,
-        help="equal inversion budget: use as many images as this many GFLOPs buy",
+        help="equal inversion budget: use as many images as this many GFLOPs buy (default: none)",
     )
     parser.add_argument(
         "--inversion-metrics",
         default=None,
         help="the set's inversion metrics JSON (gflops_per_image), needed with --budget-gflops",
     )
-    parser.add_argument("--seed", type=nonneg_int, default=0)
-    parser.add_argument("--out", required=True, help="metrics JSON to write")
-    parser.add_argument("--save-student", default=None, help="also write the student's weights (.pt)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    options.add_seed_argument(parser)
+    options.add_output_arguments(parser, "metrics JSON")
+    parser.add_argument("--save-student", default=None, help="also write the student's weights (.pt; default: no)")
+    options.add_progress_argument(parser)
     add_official_arguments(parser)
-    add_foreign_set_argument(parser)
-    add_device_arguments(parser)
+    options.add_foreign_set_argument(parser)
+    options.add_device_arguments(parser)
 
 
 def add_official_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,15 +87,16 @@ def add_official_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--inversion-method", default=None, help="registered method that fills the pool (e.g. smi, dense)"
     )
-    group.add_argument("--method-params", type=json_arg, default={}, help="its parameters as JSON")
+    options.add_method_params_argument(group)
+    options.add_inversion_config_argument(group)
     group.add_argument(
-        "--inversion-config", type=json_arg, default={}, help="InversionConfig as JSON (iterations, lr, tv_l2, ...)"
+        "--state-dir", default=None, help="folder of the pool and the resumable checkpoint (default: <out>.state)"
     )
-    group.add_argument("--state-dir", default=None, help="folder of the pool and the resumable checkpoint")
     group.add_argument("--keep-state", action="store_true", help="keep the state folder (pool images) after success")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Distil by the chosen protocol, write the record (and the student) and print a summary."""
     from smi.distill.budget import images_for_budget
     from smi.distill.train import distill
     from smi.records import SuiteDistillation

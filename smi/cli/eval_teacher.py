@@ -1,41 +1,33 @@
-"""``smi eval-teacher``: top-1/top-5 of a saved teacher on a split of a dataset."""
+"""Evaluate a teacher file on a dataset split; write a metrics JSON.
+
+Reads the teacher file and one split of its dataset (``--dataset-spec``, by default the spec
+stored in the teacher file); writes one record of kind ``teacher_eval`` with the top-1 and
+top-5 accuracy (``--out``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from smi.cli._common import (
-    add_device_arguments,
-    add_teacher_id_argument,
-    json_arg,
-    positive_int,
-    resolve_device,
-    teacher_dataset_spec,
-    teacher_id,
-)
+from smi.cli import _options as options
+from smi.cli._common import positive_int, resolve_device, teacher_dataset_spec, teacher_id
 from smi.config import config_hash
 from smi.data import load_dataset, num_classes
 from smi.errors import SMIError
 from smi.io import provenance, write_json
 
 COMMAND = "eval-teacher"
-HELP = "Evaluate a teacher file on a dataset split; write a metrics JSON."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher file (.pt) written by train-teacher")
-    parser.add_argument(
-        "--dataset-spec",
-        type=json_arg,
-        default=None,
-        help="dataset spec as JSON text or a .json file (default: the one stored in the teacher)",
-    )
-    parser.add_argument("--split", default="test", help="split to evaluate (test; shapes also test_correlated)")
-    parser.add_argument("--out", required=True, help="metrics JSON to write")
-    add_teacher_id_argument(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=256)
-    add_device_arguments(parser)
+    """Add the command's options to ``parser``."""
+    options.add_teacher_arguments(parser)
+    options.add_dataset_spec_argument(parser, absent="the one stored in the teacher file")
+    parser.add_argument("--split", default="test", help="split to evaluate: test, for shapes also test_correlated")
+    options.add_output_arguments(parser, "metrics JSON")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="images evaluated together")
+    options.add_device_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,27 +1,19 @@
-"""``smi foreground``: does CLS-attention stopping keep the foreground? (``shapes`` only)
+"""Measure the foreground precision/recall of CLS-attention patch stopping on shapes test images.
 
-Applies SMI's patch stopping to real test images of a teacher and writes precision and recall
-of the kept patches against the ground-truth masks, next to random stopping. With
-``--image-sets`` it also scores the kept patches of inverted images against the teacher's
-input-gradient saliency region (:mod:`smi.testbed_saliency`), and checks that proxy on the real
-images, where the truth is known (``saliency_proxy_precision``).
+Reads the teacher file and the test images of its ``shapes`` dataset with their ground-truth
+masks; applies SMI's patch stopping to them and writes one record of kind ``foreground``
+(``--out``): precision and recall of the kept patches against the masks, next to random
+stopping. With ``--image-sets`` it also reads those image sets, scores their kept patches
+against the teacher's input-gradient saliency region (:mod:`smi.testbed_saliency`), and checks
+that proxy on the real images, where the truth is known (``saliency_proxy_precision``).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from smi.cli._common import (
-    add_device_arguments,
-    add_teacher_id_argument,
-    json_arg,
-    nonneg_int,
-    open_fraction,
-    positive_int,
-    resolve_device,
-    teacher_dataset_spec,
-    teacher_id,
-)
+from smi.cli import _options as options
+from smi.cli._common import nonneg_int, open_fraction, positive_int, resolve_device, teacher_dataset_spec, teacher_id
 from smi.config import config_hash
 from smi.data import load_dataset
 from smi.errors import SMIError
@@ -29,24 +21,19 @@ from smi.inversion.schedule import PAPER_RATIO, StoppingSchedule
 from smi.io import provenance, write_json
 
 COMMAND = "foreground"
-HELP = "Foreground precision/recall of CLS-attention patch stopping on shapes test images."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher file (.pt)")
-    parser.add_argument(
-        "--dataset-spec",
-        type=json_arg,
-        default=None,
-        help="dataset spec JSON or .json file (default: the one stored in the teacher)",
-    )
+    """Add the command's options to ``parser``."""
+    options.add_teacher_arguments(parser)
+    options.add_dataset_spec_argument(parser, absent="the one stored in the teacher file")
     parser.add_argument("--split", default="test", help="split with masks: test or test_correlated")
     parser.add_argument(
         "--iterations",
         type=nonneg_int,
         nargs="+",
         default=[1, 2, 3, 4],
-        help="stopping steps (their number matters; real images are not optimised)",
+        help="stopping steps; only their number matters, real images are not optimised",
     )
     parser.add_argument(
         "--ratio", type=open_fraction, default=PAPER_RATIO, help="fraction of active patches stopped per step"
@@ -54,13 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-images", type=positive_int, default=None, help="evaluate the first N images (default: all)"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random-stopping baseline")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images evaluated together")
+    options.add_seed_argument(parser, "the random-stopping baseline")
     parser.add_argument(
         "--image-sets",
         nargs="*",
         default=[],
-        help="inverted image sets whose kept patches are scored against the saliency region",
+        help="inverted image sets whose kept patches are scored against the saliency region (default: none)",
     )
     parser.add_argument(
         "--labels",
@@ -68,13 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="method label of each --image-sets file (default: the set's metadata method)",
     )
-    parser.add_argument("--out", required=True, help="metrics JSON to write")
-    add_teacher_id_argument(parser)
-    parser.add_argument("--no-progress", action="store_true")
-    add_device_arguments(parser)
+    options.add_output_arguments(parser, "metrics JSON")
+    options.add_progress_argument(parser)
+    options.add_device_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Score the stopping on the real images (and the image sets), write the record and print it."""
     from smi.foreground import foreground_precision
     from smi.records import Foreground
     from smi.teachers import load_teacher

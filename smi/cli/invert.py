@@ -1,6 +1,8 @@
-"""``smi invert``: synthesise an image set with a registered method.
+"""Synthesise images from a teacher with an inversion method (dense, smi, ...).
 
-Writes the image-set file, a metrics JSON with provenance and a PNG grid, all atomically.
+Reads the teacher file (and, for the ``real`` image source, its dataset); writes the image-set
+file (``--out``), a metrics record of kind ``inversion`` with provenance (``--metrics``) and,
+with ``--grid``, a PNG grid of the images, all atomically.
 """
 
 from __future__ import annotations
@@ -8,11 +10,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from smi.cli import _options as options
 from smi.cli._common import (
-    add_device_arguments,
-    add_teacher_id_argument,
     inversion_config,
-    json_arg,
     nonneg_int,
     open_fraction,
     positive_int,
@@ -24,43 +24,40 @@ from smi.io import provenance, write_json
 from smi.methods.registry import create_method
 
 COMMAND = "invert"
-HELP = "Synthesise images from a teacher with an inversion method (dense, smi, ...)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
-    add_teacher_id_argument(parser)
-    parser.add_argument("--method", required=True, help="registered method name (see 'smi methods')")
+    """Add the command's options to ``parser``."""
+    options.add_teacher_arguments(parser)
+    parser.add_argument("--method", required=True, help="registered method name (see `smi methods`)")
     parser.add_argument(
         "--label", default=None, help="name of this configuration in metrics and tables (default: the method name)"
     )
-    parser.add_argument("--method-params", type=json_arg, default={}, help="method parameters as a JSON object")
+    options.add_method_params_argument(parser)
     parser.add_argument(
         "--schedule",
         type=nonneg_int,
         nargs="+",
         default=None,
-        help="stopping iterations (sets method param 'iterations')",
+        help="stopping iterations; sets the method parameter 'iterations' (default: the method's)",
     )
-    parser.add_argument("--ratio", type=open_fraction, default=None, help="stopping ratio (sets method param 'ratio')")
+    parser.add_argument(
+        "--ratio",
+        type=open_fraction,
+        default=None,
+        help="stopping ratio; sets the method parameter 'ratio' (default: the method's)",
+    )
     parser.add_argument("--num-images", type=positive_int, required=True, help="output images to produce")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="images optimised together")
-    parser.add_argument("--iterations", type=positive_int, default=None, help="optimisation iterations (paper: 4000)")
-    parser.add_argument(
-        "--inversion-config", type=json_arg, default={}, help="other InversionConfig keys as JSON (lr, tv_l2, ...)"
-    )
-    parser.add_argument(
-        "--dataset-spec", type=json_arg, default=None, help="teacher's dataset (needed by the 'real' source)"
-    )
-    parser.add_argument("--seed", type=nonneg_int, default=0)
-    parser.add_argument("--out", required=True, help="image-set file to write (.pt)")
-    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
-    parser.add_argument("--grid", default=None, help="PNG grid of the images to write")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_device_arguments(parser)
+    options.add_inversion_arguments(parser)
+    options.add_dataset_spec_argument(parser, absent="none; the 'real' image source needs it")
+    options.add_seed_argument(parser)
+    options.add_output_arguments(parser, "image-set file (.pt)", metrics=True, grid=True)
+    options.add_progress_argument(parser)
+    options.add_device_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Synthesise the image set, write it with its record and grid, and print a summary."""
     from smi.methods.synthesize import synthesize
     from smi.records import inversion_record
     from smi.teachers import load_teacher

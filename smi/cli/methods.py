@@ -1,4 +1,8 @@
-"""``smi methods``: list the registered inversion methods and their parameters."""
+"""List the registered inversion methods (and image sources) with their parameters and defaults.
+
+Reads the method registry (:mod:`smi.methods.registry`, with the baselines registered into it);
+writes nothing and prints one line per method and one per parameter.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,15 @@ import argparse
 import dataclasses
 
 COMMAND = "methods"
-HELP = "List the registered inversion methods (and image sources) with their parameters and defaults."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser  # no options
+    """Add the command's options to ``parser`` (it has none)."""
+    del parser
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print every method with its parameters."""
     from smi.methods.registry import available_methods, method_class
 
     for name in available_methods():

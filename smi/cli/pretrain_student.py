@@ -1,13 +1,14 @@
-"""``smi pretrain-student``: pretrain a distillation student on another source than the target.
+"""Pretrain a student architecture on a pretraining dataset; write a checkpoint for 'init: checkpoint'.
 
 Sparse Model Inversion (Hu et al., ICML 2024) distils into an ImageNet-pretrained DeiT whose
 classifier is replaced for the teacher's classes: the student starts with general visual
 features and learns the teacher's labels from the synthetic images alone. The embedded default
 has no ImageNet, so the student is pretrained inside the workflow on *another* embedded dataset
 (for a ``digits`` teacher on ``shapes``, and the reverse): general features, never the target
-labels. The output is a teacher-format file (:mod:`smi.teachers.store`), which a student spec
-with ``init: checkpoint`` loads with a new head, and a metrics JSON (kind ``pretrain``) with the
-student's accuracy on the pretraining source's own test split.
+labels. Reads the pretraining dataset; writes a teacher-format file (:mod:`smi.teachers.store`,
+``--out``), which a student spec with ``init: checkpoint`` loads with a new head, and a metrics
+record of kind ``pretrain`` (``--metrics``) with the student's accuracy on the pretraining
+source's own test split.
 """
 
 from __future__ import annotations
@@ -15,40 +16,38 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smi.cli._common import add_device_arguments, json_arg, nonneg_int, resolve_device
+from smi.cli import _options as options
+from smi.cli._common import resolve_device
 from smi.config import config_hash
 from smi.errors import SMIError
 from smi.io import provenance, write_json
 
 COMMAND = "pretrain-student"
-HELP = "Pretrain a student architecture on a pretraining dataset; write a checkpoint for 'init: checkpoint'."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's options to ``parser``."""
+    options.add_json_argument(
+        parser, "--student-spec", "student spec (model, model_kwargs; init and train are ignored)"
+    )
+    options.add_dataset_spec_argument(parser, "the pretraining dataset")
+    options.add_json_argument(parser, "--recipe", "teacher training Recipe (smi.teachers.spec)", "its defaults")
     parser.add_argument(
-        "--student-spec",
-        type=json_arg,
-        required=True,
-        help="student spec JSON (model, model_kwargs; init/train ignored)",
+        "--target-dataset",
+        default=None,
+        help="the dataset the student will be distilled on, recorded; must differ (default: none)",
     )
     parser.add_argument(
-        "--dataset-spec", type=json_arg, required=True, help="the pretraining dataset spec as JSON text or a .json file"
+        "--student-id", default=None, help="student name stored in the metrics (default: the --out file's stem)"
     )
-    parser.add_argument(
-        "--recipe", type=json_arg, default={}, help="teacher training recipe JSON (smi.teachers.spec.Recipe)"
-    )
-    parser.add_argument(
-        "--target-dataset", default=None, help="the dataset the student will be distilled on (recorded; must differ)"
-    )
-    parser.add_argument("--student-id", default=None, help="student name stored in the metrics (default: file stem)")
-    parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
-    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
-    parser.add_argument("--seed", type=nonneg_int, default=0)
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_device_arguments(parser)
+    options.add_output_arguments(parser, "checkpoint (.pt)", metrics=True)
+    options.add_seed_argument(parser)
+    options.add_progress_argument(parser)
+    options.add_device_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train the student, write its checkpoint and record, and print a summary."""
     from smi.data import DatasetSpec
     from smi.teachers import TeacherSpec, build_teacher, save_teacher
 

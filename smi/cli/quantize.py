@@ -1,27 +1,24 @@
-"""``smi quantize``: data-free post-training quantization of a teacher, scored on real data.
+"""Quantize a teacher calibrated on an image set (suite or official PSAQ-ViT protocol); evaluate on real data.
 
-Writes one metrics JSON (kind ``quantization``) per bit-width pair with the quantized and
-floating-point accuracy on the real test split, the bits, calibration source and size, and
-provenance. ``--bits 4/8 8/8 --range-estimator minmax mse --out a b c d`` runs every bit-width
-and range estimator in one process (outputs bits-major: 4/8 minmax, 4/8 mse, 8/8 minmax, ...),
-so a workflow pays the start-up (imports, dataset, the full-precision evaluation) once per
-calibration set. ``--protocol official`` uses the official PSAQ-ViT / SMI quantizer
-(docs/protocols.md).
+Data-free post-training quantization. Reads the teacher file, the calibration image set and the
+real test split of the teacher's dataset; writes one metrics JSON (kind ``quantization``) per
+bit-width pair with the quantized and floating-point accuracy on the real test split, the bits,
+calibration source and size, and provenance. ``--bits 4/8 8/8 --range-estimator minmax mse
+--out a b c d`` runs every bit-width and range estimator in one process (outputs bits-major:
+4/8 minmax, 4/8 mse, 8/8 minmax, ...), so a workflow pays the start-up (imports, dataset, the
+full-precision evaluation) once per calibration set. ``--protocol official`` uses the official
+PSAQ-ViT / SMI quantizer (docs/protocols.md).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from smi.cli import _options as options
 from smi.cli._common import (
-    add_device_arguments,
-    add_foreign_set_argument,
-    add_teacher_id_argument,
     bits_int,
-    json_arg,
     load_split,
     load_teacher,
-    nonneg_int,
     positive_int,
     resolve_device,
     teacher_id as teacher_id_of,
@@ -34,18 +31,12 @@ from smi.quant.config import DEFAULT_PROTOCOL, PAPER_CALIB_SIZE, PROTOCOLS, Quan
 from smi.quant.observers import RANGE_ESTIMATORS
 
 COMMAND = "quantize"
-HELP = (
-    "Quantize a teacher calibrated on an image set (suite or official PSAQ-ViT protocol); "
-    "evaluate on the real test split."
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
-    add_teacher_id_argument(parser)
-    parser.add_argument(
-        "--dataset-spec", type=json_arg, required=True, help='teacher\'s dataset as JSON, e.g. \'{"name": "digits"}\''
-    )
+    """Add the command's options to ``parser``."""
+    options.add_teacher_arguments(parser)
+    options.add_dataset_spec_argument(parser)
     parser.add_argument("--calib-set", required=True, help="calibration image-set file (any method, noise or real)")
     parser.add_argument(
         "--calibration", default=None, help="calibration source name in metrics (default: the set's metadata method)"
@@ -54,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calib-size",
         type=positive_int,
         default=PAPER_CALIB_SIZE,
-        help=f"calibration images (paper: {PAPER_CALIB_SIZE})",
+        help="calibration images (the default is the paper's count)",
     )
     parser.add_argument("--w-bits", type=bits_int, default=8, help="weight bits, 2..16")
     parser.add_argument("--a-bits", type=bits_int, default=8, help="activation bits, 2..16")
@@ -63,37 +54,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=RANGE_ESTIMATORS,
         nargs="+",
         default=["minmax"],
-        help="activation range estimator(s) (paper: minmax); several write one --out each",
+        help="activation range estimator(s); several write one --out each (default: minmax, the paper's)",
     )
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,
         default=DEFAULT_PROTOCOL,
-        help="official: the official PSAQ-ViT / SMI quantizer; suite: the suite's own (docs/protocols.md)",
+        help="official: the official PSAQ-ViT / SMI quantizer; suite: the suite's own, docs/protocols.md",
     )
-    parser.add_argument(
-        "--quant-config",
-        type=json_arg,
-        default={},
-        help="other QuantConfig keys as JSON (percentile, eval_batch_size, ...)",
+    options.add_json_argument(
+        parser, "--quant-config", "other QuantConfig keys (percentile, eval_batch_size, ...)", "none"
     )
-    parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the calibration subset")
+    options.add_seed_argument(parser, "the calibration subset")
     parser.add_argument(
         "--bits",
         nargs="+",
         default=None,
         metavar="W/A",
-        help="several weight/activation bit pairs, e.g. 4/8 8/8 (replaces --w-bits/--a-bits; one --out each)",
+        help="several weight/activation bit pairs, e.g. 4/8 8/8; replaces --w-bits/--a-bits, one --out each "
+        "(default: none)",
     )
     parser.add_argument(
         "--out", required=True, nargs="+", help="metrics JSON to write (one per bits pair and estimator, bits-major)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    add_foreign_set_argument(parser)
-    add_device_arguments(parser)
+    options.add_progress_argument(parser)
+    options.add_foreign_set_argument(parser)
+    options.add_device_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Quantize for every bit-width pair and estimator, write each record and print a line for each."""
     from smi.heap import retain_freed_memory
     from smi.quant.ptq import fp_evaluation, run_ptq
     from smi.records import Quantization

@@ -1,12 +1,12 @@
-"""``smi run-external``: wrap any command that writes an image-set file as a suite method.
+"""Run an external inversion command that writes an image-set file, validate it and record its cost.
 
 An external inversion method (another repository, another language) becomes a baseline by
-writing the image-set file format of :mod:`smi.imageset` from a shell command. This step fills
-the command template's placeholders, runs it and times its wall clock, validates the produced
-file against the teacher, fills in the suite's metadata (method name, teacher description,
-seed, config hash), re-saves the set atomically at ``--out`` and writes an inversion metrics
-record with the same keys as ``smi invert``, so evaluators, tables and the report treat it
-like any registered method.
+writing the image-set file format of :mod:`smi.imageset` from a shell command. This step reads
+the teacher file, fills the command template's placeholders, runs it and times its wall clock,
+validates the produced file against the teacher, fills in the suite's metadata (method name,
+teacher description, seed, config hash), writes the set atomically at ``--out`` and an
+inversion metrics record with the same keys as ``smi invert`` at ``--metrics`` (and a PNG grid
+with ``--grid``), so evaluators, tables and the report treat it like any registered method.
 
 The command writes to a temporary path (its ``{out}``), never to ``--out`` itself, so a failed
 or invalid run leaves no file that the workflow would take as finished. FLOPs are unknown
@@ -34,20 +34,12 @@ from typing import Any
 
 import torch
 
-from smi.cli._common import (
-    add_foreign_set_argument,
-    add_teacher_id_argument,
-    nonneg_int,
-    positive_float,
-    positive_int,
-    save_grid,
-    teacher_id as teacher_id_of,
-)
+from smi.cli import _options as options
+from smi.cli._common import positive_float, positive_int, save_grid, teacher_id as teacher_id_of
 from smi.config import config_hash
 from smi.errors import SMIError
 
 COMMAND = "run-external"
-HELP = "Run an external inversion command that writes an image-set file, validate it and record its cost."
 #: Default wall-clock limit of the command: generous, but a hung method does not hang the workflow.
 DEFAULT_TIMEOUT_S = 24 * 3600.0
 
@@ -67,6 +59,7 @@ PLACEHOLDERS: dict[str, str] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's options to ``parser``."""
     parser.add_argument("--name", required=True, help="method name used in metadata, metrics and tables")
     # dest differs from "command": the top-level parser stores the sub-command name there.
     parser.add_argument(
@@ -77,15 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         + ", ".join("{" + k + "}" for k in PLACEHOLDERS)
         + " ({{ }} for braces)",
     )
-    parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
-    add_teacher_id_argument(parser)
+    options.add_teacher_arguments(parser)
     parser.add_argument("--num-images", type=positive_int, required=True, help="images the command must produce")
-    parser.add_argument("--seed", type=nonneg_int, default=0)
-    parser.add_argument("--out", required=True, help="image-set file to write (.pt)")
-    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
-    parser.add_argument("--grid", default=None, help="PNG grid of the images to write")
-    parser.add_argument(
-        "--device", default="cpu", help="device handed to the command as {device} and recorded in provenance"
+    options.add_seed_argument(parser, "the job, handed to the command as {seed}")
+    options.add_output_arguments(parser, "image-set file (.pt)", metrics=True, grid=True)
+    options.add_device_arguments(
+        parser,
+        device_help="device handed to the command as {device} and recorded in provenance",
+        threads_help="CPU threads handed to the command as {threads} and as OMP/MKL_NUM_THREADS",
     )
     parser.add_argument(
         "--timeout",
@@ -93,13 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TIMEOUT_S,
         help="seconds after which the command is stopped and the step fails (default: %(default)g, 24 h)",
     )
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        default=1,
-        help="CPU threads handed to the command as {threads} and OMP/MKL_NUM_THREADS (default 1)",
-    )
-    add_foreign_set_argument(parser)
+    options.add_foreign_set_argument(parser)
 
 
 def render_command(template: str, values: dict[str, Any]) -> str:

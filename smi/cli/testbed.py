@@ -1,10 +1,12 @@
-"""``smi testbed``: the properties of a teacher that decide what the benchmark can show.
+"""Measure a teacher's testbed properties: accuracy per test split and activation outlier ratios (real, noise).
 
-Writes one metrics JSON (kind ``testbed``): the teacher's top-1 on every test split of its
-dataset (for ``shapes``: ``test``, whose backgrounds are independent of the class, and
-``test_correlated``, whose backgrounds follow the training correlation ``rho``; their
-difference is the teacher's reliance on the background shortcut), and the activation outlier
-ratio (:mod:`smi.testbed`) on real test images and on the noise image set.
+These are the properties of a teacher that decide what the benchmark can show. Reads the
+teacher file, every test split of its dataset and, with ``--noise-set``, the noise image set;
+writes one metrics JSON (kind ``testbed``): the teacher's top-1 on every test split (for
+``shapes``: ``test``, whose backgrounds are independent of the class, and ``test_correlated``,
+whose backgrounds follow the training correlation ``rho``; their difference is the teacher's
+reliance on the background shortcut), and the activation outlier ratio (:mod:`smi.testbed`) on
+real test images and on the noise image set.
 """
 
 from __future__ import annotations
@@ -12,21 +14,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from smi.cli._common import (
-    add_device_arguments,
-    add_teacher_id_argument,
-    json_arg,
-    load_split,
-    load_teacher,
-    positive_int,
-    resolve_device,
-    teacher_id as teacher_id_of,
-)
+from smi.cli import _options as options
+from smi.cli._common import load_split, load_teacher, positive_int, resolve_device, teacher_id as teacher_id_of
 from smi.config import config_hash
 from smi.io import provenance, write_json
 
 COMMAND = "testbed"
-HELP = "Measure a teacher's testbed properties: accuracy per test split and activation outlier ratios (real, noise)."
 
 #: Splits that are not test splits (never evaluated here).
 TRAIN_SPLITS: tuple[str, ...] = ("train",)
@@ -35,19 +28,22 @@ CORRELATED_SPLIT, DECORRELATED_SPLIT = "test_correlated", "test"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher file written by 'smi train-teacher'")
-    add_teacher_id_argument(parser)
-    parser.add_argument("--dataset-spec", type=json_arg, required=True, help="teacher's dataset as JSON")
+    """Add the command's options to ``parser``."""
+    options.add_teacher_arguments(parser)
+    options.add_dataset_spec_argument(parser)
     parser.add_argument(
-        "--noise-set", default=None, help="noise image-set file ('noise' method) for the noise outlier ratio"
+        "--noise-set",
+        default=None,
+        help="noise image-set file ('noise' method) for the noise outlier ratio (default: none, no noise ratio)",
     )
     parser.add_argument("--num-images", type=positive_int, default=256, help="real test images for the outlier ratio")
-    parser.add_argument("--batch-size", type=positive_int, default=256)
-    parser.add_argument("--out", required=True, help="metrics JSON to write")
-    add_device_arguments(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="images evaluated together")
+    options.add_output_arguments(parser, "metrics JSON")
+    options.add_device_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Measure accuracy per split and outlier ratios, write the record and print a summary."""
     import torch
 
     from smi.data.registry import dataset_entry

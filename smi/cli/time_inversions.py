@@ -1,14 +1,14 @@
-"""``smi time-inversions``: time every inversion method of one teacher, interleaved, in one job.
+"""Time several inversion methods on one teacher, interleaved in rounds; write speed-ups against dense.
 
 The inversion jobs of a workflow share the machine with other jobs, so their own wall times
-depend on their neighbours. This step times the methods' optimisation loops side by side in
-one process (:func:`smi.bench.time_methods`): each round runs every method once (the order
-reversed every other round), on the batch its inversion job uses, with the iterations and every
-stopping schedule compressed by the same factor; the record holds each method's fastest round
-(time per output image) and the speed-up against dense inversion's fastest round, with every
-round's figures beside them. The workflow gives
-this job the whole machine (nothing runs beside it). FLOPs and memory are not measured here:
-the inversion jobs count them exactly.
+depend on their neighbours. This step reads the teacher file and times the methods' optimisation
+loops side by side in one process (:func:`smi.bench.time_methods`): each round runs every method
+once (the order reversed every other round), on the batch its inversion job uses, with the
+iterations and every stopping schedule compressed by the same factor. It writes one record of
+kind ``timing`` (``--out``) with each method's fastest round (time per output image) and the
+speed-up against dense inversion's fastest round, with every round's figures beside them. The
+workflow gives this job the whole machine (nothing runs beside it). FLOPs and memory are not
+measured here: the inversion jobs count them exactly.
 """
 
 from __future__ import annotations
@@ -16,34 +16,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from smi.cli._common import (
-    add_device_arguments,
-    add_teacher_id_argument,
-    inversion_config,
-    json_arg,
-    nonneg_int,
-    positive_int,
-    resolve_device,
-    teacher_id,
-)
+from smi.cli import _options as options
+from smi.cli._common import inversion_config, positive_int, resolve_device, teacher_id
 from smi.config import config_hash, from_dict, to_dict
 from smi.errors import SMIError
 from smi.io import provenance, write_json
 
 COMMAND = "time-inversions"
-HELP = "Time several inversion methods on one teacher, interleaved in rounds; write speed-ups against dense."
 #: What the record says about how its times were taken (shown in the efficiency table's notes).
 PROTOCOL = "interleaved"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher checkpoint written by 'smi train-teacher'")
-    add_teacher_id_argument(parser)
-    parser.add_argument(
-        "--methods",
-        type=json_arg,
-        required=True,
-        help='label -> {"method": registered name (default: the label), "params": {...}} as a JSON object',
+    """Add the command's options to ``parser``."""
+    options.add_teacher_arguments(parser)
+    options.add_json_argument(
+        parser, "--methods", 'label -> {"method": registered name (default: the label), "params": {...}}'
     )
     parser.add_argument(
         "--num-images",
@@ -51,30 +39,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="output images of each inversion job (sets the batch a method runs)",
     )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=None, help="images optimised together in the inversion jobs"
-    )
-    parser.add_argument("--iterations", type=positive_int, default=None, help="iterations of the inversion jobs")
+    options.add_inversion_arguments(parser)
     parser.add_argument(
         "--timed-iterations",
         type=positive_int,
         default=None,
-        help="iterations of each timed run (default: --iterations); schedules are compressed in proportion",
+        help="iterations of each timed run; schedules are compressed in proportion (default: --iterations)",
     )
     parser.add_argument(
         "--rounds",
         type=positive_int,
         default=3,
-        help="interleaved rounds (the fastest is reported; at least 3 recommended)",
+        help="interleaved rounds, the fastest reported; at least 3 recommended",
     )
-    parser.add_argument("--reference", default="dense", help="label speed-ups are taken against (default: dense)")
-    parser.add_argument(
-        "--inversion-config", type=json_arg, default={}, help="other InversionConfig keys as JSON (lr, tv_l2, ...)"
-    )
-    parser.add_argument("--seed", type=nonneg_int, default=0)
-    parser.add_argument("--out", required=True, help="timing record (JSON) to write")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    add_device_arguments(parser)
+    parser.add_argument("--reference", default="dense", help="label speed-ups are taken against")
+    options.add_seed_argument(parser)
+    options.add_output_arguments(parser, "timing record (JSON)")
+    options.add_progress_argument(parser)
+    options.add_device_arguments(parser)
 
 
 def _methods(spec: Any) -> dict[str, Any]:
@@ -95,6 +77,7 @@ def _methods(spec: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Time the methods in rounds, write the record and print each method's time."""
     from smi.bench import TimingResult, time_methods
     from smi.inversion import InversionConfig
     from smi.teachers import load_teacher

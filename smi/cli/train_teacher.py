@@ -1,8 +1,11 @@
-"""``smi train-teacher``: build a teacher (pretrained, checkpoint, train, finetune) and save it.
+"""Build a teacher from a teacher spec on a dataset; write the .pt file and a metrics JSON.
 
-Writes the teacher file (``--out``, see :mod:`smi.teachers.store`) and a metrics JSON
-(``--metrics``) with test top-1/top-5, training time, recipe and provenance, both atomically.
-An existing pair of outputs is kept unless ``--force``: teachers are never retrained by accident.
+The teacher spec says how: a pretrained model, a checkpoint, training from scratch or
+fine-tuning (:mod:`smi.teachers`). Reads the dataset (and the weights the spec names); writes
+the teacher file (``--out``, see :mod:`smi.teachers.store`) and a metrics record of kind
+``teacher`` (``--metrics``) with test top-1/top-5, training time, recipe and provenance, both
+atomically. An existing pair of outputs is kept unless ``--force``: teachers are never
+retrained by accident.
 """
 
 from __future__ import annotations
@@ -10,36 +13,25 @@ from __future__ import annotations
 import argparse
 import os
 
-from smi.cli._common import (
-    add_device_arguments,
-    add_teacher_id_argument,
-    json_arg,
-    nonneg_int,
-    resolve_device,
-    teacher_id,
-)
+from smi.cli import _options as options
+from smi.cli._common import resolve_device, teacher_id
 from smi.config import config_hash
 from smi.data import DatasetSpec
 from smi.io import provenance, write_json
 
 COMMAND = "train-teacher"
-HELP = "Build a teacher from a teacher spec on a dataset; write the .pt file and a metrics JSON."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--teacher-spec", type=json_arg, required=True, help="teacher spec as JSON text or a .json file"
-    )
-    parser.add_argument(
-        "--dataset-spec", type=json_arg, required=True, help="dataset spec as JSON text or a .json file"
-    )
-    parser.add_argument("--out", required=True, help="teacher file to write (.pt)")
-    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
-    add_teacher_id_argument(parser)
-    parser.add_argument("--seed", type=nonneg_int, default=0)
-    add_device_arguments(parser)
+    """Add the command's options to ``parser``."""
+    options.add_json_argument(parser, "--teacher-spec", "teacher spec")
+    options.add_dataset_spec_argument(parser, "the dataset to train and test on")
+    options.add_output_arguments(parser, "teacher file (.pt)", metrics=True)
+    options.add_teacher_id_argument(parser)
+    options.add_seed_argument(parser)
+    options.add_device_arguments(parser)
     parser.add_argument("--force", action="store_true", help="rebuild even if both outputs exist")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    options.add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from smi.teachers import TeacherSpec, build_teacher, save_teacher
 
     if not args.force and os.path.isfile(args.out) and os.path.isfile(args.metrics):
-        print(f"smi train-teacher: {args.out} exists; keeping it (use --force to rebuild).")
+        print(f"{args.out} exists; kept it (use --force to rebuild)")
         return 0
     spec = TeacherSpec.from_config(args.teacher_spec)
     dataset = DatasetSpec.from_config(args.dataset_spec)
