@@ -62,6 +62,7 @@ def test_module_docstring_is_the_help_then_what_the_command_reads_and_writes(com
     assert first.endswith(".") and first[0].isupper() and len(first) <= MAX_HELP_CHARS, first
     assert body.startswith("\n") and body.strip(), "a blank line, then what the command reads and writes"
     assert inspect.getdoc(module.add_arguments), f"smi.cli.{module_name}.add_arguments needs a docstring"
+    assert inspect.getdoc(module.run), f"smi.cli.{module_name}.run needs a docstring"
 
 
 def test_smi_help_lists_every_command_with_its_docstring_line() -> None:

@@ -30,7 +30,6 @@ _HASH_CHUNK = 1 << 24
 def run_official(args: argparse.Namespace) -> int:
     """Run the official protocol for the parsed ``smi distill`` arguments."""
     from smi.cli import distill as base  # the seams the tests replace (load_teacher, load_split)
-    from smi.data import DatasetSpec
     from smi.distill.official import distill_official
     from smi.methods.registry import create_method
     from smi.records import OfficialDistillation
@@ -74,7 +73,7 @@ def run_official(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=device,
         state_dir=state_dir,
-        dataset_spec=DatasetSpec.from_config(args.dataset_spec),
+        dataset_spec=spec,
         identity=identity,
         progress=not args.no_progress,
     )

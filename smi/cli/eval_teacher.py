@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate the teacher on the split, write the record and print its accuracy."""
     from smi.records import TeacherEvaluation
     from smi.teachers import evaluate, load_teacher
 

@@ -110,6 +110,7 @@ def render_command(template: str, values: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the command, validate and re-save its image set, write the record and print a summary."""
     from smi.imageset import check_teacher_identity, load_external, validate_external
     from smi.io import provenance, write_json
     from smi.methods.synthesize import teacher_description

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Build the teacher unless both outputs exist, write the file and its record, and print a summary."""
     from smi.records import TeacherBuild
     from smi.teachers import TeacherSpec, build_teacher, save_teacher
 
