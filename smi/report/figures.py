@@ -86,6 +86,18 @@ class _Panel:
     ylabel: str
     last_column: bool  # panels of a row share the legend of the last one
 
+    def by_method(self, palette: dict) -> dict[str, Any]:
+        """What every panel's seaborn plot shares: its rows and y, one colour per method, seed spread as error."""
+        return {
+            "data": self.part,
+            "y": self.value,
+            "hue": "method",
+            "hue_order": self.order,
+            "palette": palette,
+            "errorbar": ERRORBAR,
+            "ax": self.ax,
+        }
+
 
 def _setting_panels(series: Sequence[tuple[pd.DataFrame, str, str]]) -> tuple[Figure, list[_Panel]]:
     """A figure with one row per ``setting`` (in order of appearance) and one column per series.
@@ -172,19 +184,7 @@ def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure
     ]
     fig, panels = _setting_panels([(frame, value, ylabel) for value, ylabel in metrics])
     for p in panels:
-        sns.barplot(
-            p.part,
-            x="method",
-            y=p.value,
-            hue="method",
-            order=p.order,
-            hue_order=p.order,
-            palette=palette,
-            errorbar=ERRORBAR,
-            capsize=0.2,
-            legend=False,
-            ax=p.ax,
-        )
+        sns.barplot(x="method", order=p.order, capsize=0.2, legend=False, **p.by_method(palette))
         # No jitter: random jitter would make reruns produce different files.
         sns.stripplot(p.part, x="method", y=p.value, order=p.order, color="black", size=3, jitter=False, ax=p.ax)
         if p.value == "speedup":
@@ -297,17 +297,7 @@ def distillation_curves_figure(summary: pd.DataFrame, curves: pd.DataFrame, pale
     metrics = [m for m in (("test_top1", "Test top-1 (%)"), ("train_loss", "Training loss")) if m[0] in curves]
     fig, panels = _setting_panels([(curves, value, ylabel) for value, ylabel in metrics])
     for p in panels:
-        sns.lineplot(
-            p.part,
-            x="epoch",
-            y=p.value,
-            hue="method",
-            hue_order=p.order,
-            palette=palette,
-            errorbar=ERRORBAR,
-            marker="o",
-            ax=p.ax,
-        )
+        sns.lineplot(x="epoch", marker="o", **p.by_method(palette))
         p.ax.set(xlabel="Epoch", ylabel=p.ylabel, title=p.setting)
         p.ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _relabel_legend(p.ax, show=p.last_column)
@@ -333,17 +323,7 @@ def active_patches_figure(active: pd.DataFrame, losses: pd.DataFrame, palette: d
     for p in panels:
         # Patch counts change in steps at the stopping iterations: draw them (and the band) as steps.
         steps = {"drawstyle": "steps-post", "err_kws": {"step": "post"}} if p.value == "active_tokens" else {}
-        sns.lineplot(
-            p.part,
-            x="iteration",
-            y=p.value,
-            hue="method",
-            hue_order=p.order,
-            palette=palette,
-            errorbar=ERRORBAR,
-            ax=p.ax,
-            **steps,
-        )
+        sns.lineplot(x="iteration", **p.by_method(palette), **steps)
         p.ax.set(xlabel="Iteration", ylabel=p.ylabel, title=p.setting)
         _relabel_legend(p.ax, show=p.last_column)
     fig.suptitle(f"{title} (mean over seeds)")
