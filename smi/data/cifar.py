@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from smi.data.subset import subset_indices
+from smi.data.subset import SubsetOptions
 from smi.data.transforms import check_data_config, eval_transform
 from smi.errors import SMIError
 
@@ -74,24 +74,15 @@ LAYOUTS: dict[str, CifarLayout] = {
 
 
 @dataclass(frozen=True)
-class CifarOptions:
-    """Options of the CIFAR datasets.
+class CifarOptions(SubsetOptions):
+    """Options of the CIFAR datasets: ``max_images`` and ``subset_seed`` (:class:`SubsetOptions`), and:
 
     Attributes:
-        max_images: Keep at most this many images per split (a seeded random subset, for quick
-            evaluation); ``None`` keeps all.
-        subset_seed: Seed of that subset.
         keep_zero: Leave pixels that are exactly 0 at 0 after normalisation (the official SMI
             code's ``keep_zero`` normalisation, applied to its test split as well).
     """
 
-    max_images: int | None = None
-    subset_seed: int = 0
     keep_zero: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_images is not None and self.max_images < 1:
-            raise SMIError(f"max_images {self.max_images} must be at least 1 (or null for all images).")
 
 
 class CifarDataset(Dataset):
@@ -122,10 +113,7 @@ def load_cifar_split(
 ) -> CifarDataset:
     """The ``split`` of ``name`` (``cifar10`` / ``cifar100``) under ``root``, transformed for the model."""
     pixels, labels = read_split(name, root, split)
-    keep = subset_indices(len(labels), options.max_images, options.subset_seed)
-    if keep is not None:
-        pixels, labels = pixels[keep], labels[keep]
-    return CifarDataset(pixels, labels, cifar_transform(data_config, options.keep_zero))
+    return CifarDataset(options.subset(pixels), options.subset(labels), cifar_transform(data_config, options.keep_zero))
 
 
 def cifar_num_classes(name: str, root: str | None = None) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from smi.data.subset import subset_indices
+from smi.data.subset import SubsetOptions
 from smi.data.transforms import eval_transform
 from smi.errors import SMIError
 
@@ -45,21 +45,8 @@ Samples = list[tuple[str, int]]
 
 
 @dataclass(frozen=True)
-class FolderOptions:
-    """Options of the folder datasets.
-
-    Attributes:
-        max_images: Keep at most this many images per split (a seeded random subset, for quick
-            CPU evaluation); ``None`` keeps all.
-        subset_seed: Seed of that subset.
-    """
-
-    max_images: int | None = None
-    subset_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_images is not None and self.max_images < 1:
-            raise SMIError(f"max_images {self.max_images} must be at least 1 (or null for all images).")
+class FolderOptions(SubsetOptions):
+    """Options of the folder datasets: ``max_images`` and ``subset_seed`` (:class:`SubsetOptions`)."""
 
 
 class FileImageDataset(Dataset):
@@ -89,10 +76,7 @@ def load_folder_split(
 ) -> FileImageDataset:
     """The ``split`` of folder dataset ``name`` under ``root``, with timm's eval transform."""
     samples, _ = scan(name, root, split)
-    keep = subset_indices(len(samples), options.max_images, options.subset_seed)
-    if keep is not None:
-        samples = [samples[i] for i in keep]
-    return FileImageDataset(samples, eval_transform(data_config))
+    return FileImageDataset(options.subset(samples), eval_transform(data_config))
 
 
 def folder_num_classes(name: str, root: str) -> int:

@@ -42,22 +42,32 @@ def _embedded(loader: Callable[..., Any]) -> Callable[..., Any]:
     return load
 
 
-def _folder(name: str) -> Callable[..., Any]:
+def _from_root(name: str, loader: Callable[..., Any]) -> Callable[..., Any]:
+    """The entry's ``load`` of a dataset read from a folder: ``loader(name, root, options, split, data_config)``."""
+
     def load(options: Any, root: str, split: str, data_config: Any, with_masks: bool) -> Any:
         if with_masks:
             raise SMIError(f"dataset '{name}' has no foreground masks; only 'shapes' has them.")
-        return folders.load_folder_split(name, root, options, split, data_config)
+        return loader(name, root, options, split, data_config)
 
     return load
 
 
-def _cifar(name: str) -> Callable[..., Any]:
-    def load(options: Any, root: str, split: str, data_config: Any, with_masks: bool) -> Any:
-        if with_masks:
-            raise SMIError(f"dataset '{name}' has no foreground masks; only 'shapes' has them.")
-        return cifar.load_cifar_split(name, root, options, split, data_config)
+def _from_root_entries(
+    names: tuple[str, ...],
+    options_cls: type,
+    splits: tuple[str, ...],
+    loader: Callable[..., Any],
+    num_classes: Callable[..., int],
+) -> dict[str, DatasetEntry]:
+    """One entry per dataset ``name`` of a module that reads several from a folder.
 
-    return load
+    ``loader(name, root, options, split, data_config)`` and ``num_classes(name, root)``.
+    """
+    return {
+        name: DatasetEntry(options_cls, splits, _from_root(name, loader), partial(num_classes, name), needs_root=True)
+        for name in names
+    }
 
 
 _ENTRIES: dict[str, DatasetEntry] = {
@@ -75,22 +85,16 @@ _ENTRIES: dict[str, DatasetEntry] = {
         lambda _root: shapes.NUM_CLASSES,
         needs_root=False,
     ),
-    **{
-        name: DatasetEntry(
-            folders.FolderOptions,
-            folders.SPLITS,
-            _folder(name),
-            partial(folders.folder_num_classes, name),
-            needs_root=True,
-        )  # type: ignore[arg-type]
-        for name in ("imagenet", "flowers102", "cub200", "imagefolder")
-    },
-    **{
-        name: DatasetEntry(
-            cifar.CifarOptions, cifar.SPLITS, _cifar(name), partial(cifar.cifar_num_classes, name), needs_root=True
-        )  # type: ignore[arg-type]
-        for name in cifar.LAYOUTS
-    },
+    **_from_root_entries(
+        ("imagenet", "flowers102", "cub200", "imagefolder"),
+        folders.FolderOptions,
+        folders.SPLITS,
+        folders.load_folder_split,
+        folders.folder_num_classes,
+    ),
+    **_from_root_entries(
+        tuple(cifar.LAYOUTS), cifar.CifarOptions, cifar.SPLITS, cifar.load_cifar_split, cifar.cifar_num_classes
+    ),
 }
 
 #: Names of all datasets.

@@ -42,7 +42,7 @@ from smi.inversion.jitter import PixelJitter, PixelJitterSampler
 from smi.inversion.loop import InversionRun, forward_precision, watch_terms
 from smi.inversion.policies import check_step, keep_top
 from smi.inversion.priors import batch_priors
-from smi.inversion.types import InversionResult
+from smi.inversion.types import InversionResult, InversionStats
 from smi.sparse_vit import gather_patches, mask_to_positions
 
 
@@ -85,6 +85,8 @@ class OfficialInversionRun(InversionRun):
         self.pixel_sampler = PixelJitterSampler.official(h, w, self.config.jitter, self.config.flip)
         self.image_lower = self.lower.view(1, c, 1, 1)
         self.image_upper = self.upper.view(1, c, 1, 1)
+        # The official code saves images denormalised with the teacher's mean and std (keep_zero).
+        self.mean, self.std = self.teacher.mean_std(self.device)
         self.scoring_at = official_scoring_iterations(self.policy.decision_iterations(self.config.iterations))
         # Iterations whose forward is un-jittered: the scoring one and the first on the kept tokens.
         self.still = set(self.scoring_at) | set(self.scoring_at.values())
@@ -138,20 +140,18 @@ class OfficialInversionRun(InversionRun):
     # ------------------------------------------------------------------ loop
     def run(self) -> list[InversionResult]:
         """Optimise the whole images; returns one result per emission (one for non-emitting policies)."""
+        # Start: whole images drawn from N(0, 1) in normalised space, every patch active.
         cfg, device = self.config, self.device
-        b, n = self.shape[0], self.vit.num_patches
         images = torch.randn(self.shape, generator=self.generator).to(device).requires_grad_(True)
         optimizer = torch.optim.Adam([images], lr=cfg.lr, betas=cfg.betas, fused=device.type in ("cpu", "cuda"))
-        active = torch.ones(b, n, dtype=torch.bool, device=device)
+        active = torch.ones(self.shape[0], self.vit.num_patches, dtype=torch.bool, device=device)
         positions = mask_to_positions(active)
         losses = torch.zeros(cfg.iterations, device=device)
         active_tokens: list[int] = []
         emissions: list[tuple[torch.Tensor, torch.Tensor]] = []
-        mean, std = self.teacher.mean_std(device)
 
         # Warm-up: untimed passes, so first-call allocation and kernel selection stay off the clock.
-        for _ in range(cfg.warmup_iterations):
-            self.image_step(images.detach().clone().requires_grad_(True), positions, None, False)[0].backward()
+        self._warm_up_images(images, positions)
         watch = start_timed_loop(device)
         bar = tqdm(range(cfg.iterations), desc="invert", disable=not self.progress, leave=False, mininterval=1.0)
         for t in bar:
@@ -172,26 +172,57 @@ class OfficialInversionRun(InversionRun):
                 self.on_iteration(t, images.detach(), active)
             # Stop decision on this forward's scores, effective from the next (the scheduled) iteration.
             if t in self.scoring_at:
-                step = self.policy.decide(self.scoring_at[t], active, scores, self.generator)
-                if step.emit is not None:
-                    emissions.append((official_denormalize(images.detach(), mean, std), step.emit.clone()))
-                if not torch.equal(step.active, active):
-                    check_step(active, step)
-                    active = step.active
-                    positions = mask_to_positions(active)
-                    self.costs.end_phase()
+                active, positions = self._decide_official(t, active, positions, scores, images, emissions)
         # The official output is part of the run: the final iterate and its re-derived mask.
-        pixels = official_denormalize(images.detach(), mean, std)
+        pixels = self._denormalized(images)
         mask = self.output_mask(pixels, active)
         watch.stop()
         bar.close()
         emissions.append((pixels, mask.clone()))
         # The costs replayed off the clock, plus the dense forward that re-derived the mask.
-        stats = self._stats(watch.elapsed, active_tokens, losses, sorted(self.scoring_at))
+        stats = self._official_stats(watch.elapsed, active_tokens, losses)
+        return [self._result(image.clamp(0, 1), keep, stats) for image, keep in emissions]
+
+    def _denormalized(self, images: torch.Tensor) -> torch.Tensor:
+        """The images as the official code saves them: :func:`official_denormalize` of the iterate."""
+        return official_denormalize(images.detach(), self.mean, self.std)
+
+    def _warm_up_images(self, images: torch.Tensor, positions: torch.Tensor) -> None:
+        """Untimed un-jittered passes on a copy of the images (the optimised ones stay untouched)."""
+        for _ in range(self.config.warmup_iterations):
+            self.image_step(images.detach().clone().requires_grad_(True), positions, None, False)[0].backward()
+
+    def _decide_official(
+        self,
+        t: int,
+        active: torch.Tensor,
+        positions: torch.Tensor,
+        scores: torch.Tensor | None,
+        images: torch.Tensor,
+        emissions: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ask the policy for the stop scheduled after scoring iteration ``t``; returns the new active set.
+
+        An emitted image (denormalised, as the official code saves it) is appended to ``emissions``.
+        """
+        step = self.policy.decide(self.scoring_at[t], active, scores, self.generator)
+        if step.emit is not None:
+            emissions.append((self._denormalized(images), step.emit.clone()))
+        if torch.equal(step.active, active):
+            return active, positions
+        check_step(active, step)
+        positions = mask_to_positions(step.active)
+        self.costs.end_phase()
+        return step.active, positions
+
+    def _official_stats(self, wall: float, active_tokens: list[int], losses: torch.Tensor) -> InversionStats:
+        """The loop's replayed costs plus, where the mask is re-derived, its dense scoring forward."""
+        stats = self._stats(wall, active_tokens, losses, sorted(self.scoring_at))
+        n = self.vit.num_patches
         keep = self.policy.official_output_keep(n)
         if self.costs.enabled and keep is not None and keep < n:
             stats.flops_total += self._mask_forward_flops()
-        return [self._result(image.clamp(0, 1), keep, stats) for image, keep in emissions]
+        return stats
 
     def _mask_forward_flops(self) -> int:
         """FLOPs of the dense scoring forward that re-derives the output mask."""

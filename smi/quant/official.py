@@ -136,10 +136,7 @@ class OfficialQuantViT(QuantizedViT):
         )
 
     def forward(
-        self,
-        images: torch.Tensor,
-        keep_positions: torch.Tensor | None = None,
-        return_cls_attention: bool = False,
+        self, images: torch.Tensor, keep_positions: torch.Tensor | None = None, return_cls_attention: bool = False
     ) -> TokenForward:
         """The official quantized forward; the blocks run on the kept patch tokens only.
 

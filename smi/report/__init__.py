@@ -4,7 +4,7 @@ Follows the tables and figures of Sparse Model Inversion (Hu et al., ICML 2024):
 FLOPs and memory relative to dense inversion; quantization and knowledge-transfer accuracy.
 Modules: :mod:`~smi.report.aggregate` (JSON -> ``summary.csv`` + curve tables),
 :mod:`~smi.report.stats` (seed statistics, ratios to dense), :mod:`~smi.report.tables` (the
-four tables), :mod:`~smi.report.render` (Markdown/LaTeX/HTML), :mod:`~smi.report.figures`
+five tables, one module each), :mod:`~smi.report.render` (Markdown/LaTeX/HTML), :mod:`~smi.report.figures`
 (seaborn plots), :mod:`~smi.report.grids` (image grids), :mod:`~smi.report.compare`
 (cell-by-cell diff of two runs), :mod:`~smi.report.defaults` (settings the CLI shows).
 """

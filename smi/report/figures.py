@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -70,6 +72,51 @@ def _panels(count: int, ncols: int | None = None) -> tuple[Figure, list]:
     for ax in axes[count:]:
         ax.set_visible(False)
     return fig, axes[:count]
+
+
+@dataclass(frozen=True)
+class _Panel:
+    """One panel of a settings x metrics grid: its axes and the rows it plots."""
+
+    ax: Any
+    setting: str
+    part: pd.DataFrame  # the rows of this setting
+    order: list[str]  # their methods, in table order
+    value: str  # the column plotted on y
+    ylabel: str
+    last_column: bool  # panels of a row share the legend of the last one
+
+    def by_method(self, palette: dict) -> dict[str, Any]:
+        """What every panel's seaborn plot shares: its rows and y, one colour per method, seed spread as error."""
+        return {
+            "data": self.part,
+            "y": self.value,
+            "hue": "method",
+            "hue_order": self.order,
+            "palette": palette,
+            "errorbar": ERRORBAR,
+            "ax": self.ax,
+        }
+
+
+def _setting_panels(series: Sequence[tuple[pd.DataFrame, str, str]]) -> tuple[Figure, list[_Panel]]:
+    """A figure with one row per ``setting`` (in order of appearance) and one column per series.
+
+    Args:
+        series: ``(frame, value column, y label)`` per column; every frame has a ``setting``
+            and a ``method`` column.
+    """
+    settings = list(dict.fromkeys(s for frame, _, _ in series for s in frame["setting"]))
+    fig, axes = _panels(len(settings) * len(series), ncols=len(series))
+    panels = []
+    for row, setting in enumerate(settings):
+        for col, (frame, value, ylabel) in enumerate(series):
+            part = frame[frame["setting"] == setting]
+            ax = axes[row * len(series) + col]
+            panels.append(
+                _Panel(ax, setting, part, ordered_methods(part["method"]), value, ylabel, col == len(series) - 1)
+            )
+    return fig, panels
 
 
 def placeholder(title: str, reason: str) -> Figure:
@@ -135,32 +182,15 @@ def speedup_figure(summary: pd.DataFrame, palette: dict | None = None) -> Figure
         ("memory_reduction_pct", "Peak-memory reduction (%)"),
         ("memory_after_stop_reduction_pct", "Memory reduction after last stop (%)"),
     ]
-    settings = list(dict.fromkeys(frame["setting"]))
-    fig, axes = _panels(len(metrics) * len(settings), ncols=len(metrics))
-    for row, setting in enumerate(settings):
-        part = frame[frame["setting"] == setting]
-        order = ordered_methods(part["method"])
-        for col, (value, ylabel) in enumerate(metrics):
-            ax = axes[row * len(metrics) + col]
-            sns.barplot(
-                part,
-                x="method",
-                y=value,
-                hue="method",
-                order=order,
-                hue_order=order,
-                palette=palette,
-                errorbar=ERRORBAR,
-                capsize=0.2,
-                legend=False,
-                ax=ax,
-            )
-            # No jitter: random jitter would make reruns produce different files.
-            sns.stripplot(part, x="method", y=value, order=order, color="black", size=3, jitter=False, ax=ax)
-            if value == "speedup":
-                ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-            ax.set_xticks(range(len(order)), [_label(m) for m in order], rotation=30, ha="right")
-            ax.set(xlabel="", ylabel=ylabel, title=setting)
+    fig, panels = _setting_panels([(frame, value, ylabel) for value, ylabel in metrics])
+    for p in panels:
+        sns.barplot(x="method", order=p.order, capsize=0.2, legend=False, **p.by_method(palette))
+        # No jitter: random jitter would make reruns produce different files.
+        sns.stripplot(p.part, x="method", y=p.value, order=p.order, color="black", size=3, jitter=False, ax=p.ax)
+        if p.value == "speedup":
+            p.ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        p.ax.set_xticks(range(len(p.order)), [_label(m) for m in p.order], rotation=30, ha="right")
+        p.ax.set(xlabel="", ylabel=p.ylabel, title=p.setting)
     fig.suptitle(f"{title} (bars: mean over seeds, error bars: std, dots: seeds)")
     return fig
 
@@ -263,29 +293,14 @@ def distillation_curves_figure(summary: pd.DataFrame, curves: pd.DataFrame, pale
     if BUDGET_COLUMN in dist and "source" in curves and "source" in dist:
         budgets = dict(zip(dist["source"], budget_labels(dist)))
         curves["setting"] += " (" + curves["source"].map(budgets).fillna("fixed image count") + ")"
-    settings = list(dict.fromkeys(curves["setting"]))
     palette = palette or method_palette(curves["method"])
     metrics = [m for m in (("test_top1", "Test top-1 (%)"), ("train_loss", "Training loss")) if m[0] in curves]
-    fig, axes = _panels(len(settings) * len(metrics), ncols=len(metrics))
-    for row, setting in enumerate(settings):
-        part = curves[curves["setting"] == setting]
-        order = ordered_methods(part["method"])
-        for col, (value, ylabel) in enumerate(metrics):
-            ax = axes[row * len(metrics) + col]
-            sns.lineplot(
-                part,
-                x="epoch",
-                y=value,
-                hue="method",
-                hue_order=order,
-                palette=palette,
-                errorbar=ERRORBAR,
-                marker="o",
-                ax=ax,
-            )
-            ax.set(xlabel="Epoch", ylabel=ylabel, title=setting)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            _relabel_legend(ax, show=col == len(metrics) - 1)
+    fig, panels = _setting_panels([(curves, value, ylabel) for value, ylabel in metrics])
+    for p in panels:
+        sns.lineplot(x="epoch", marker="o", **p.by_method(palette))
+        p.ax.set(xlabel="Epoch", ylabel=p.ylabel, title=p.setting)
+        p.ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _relabel_legend(p.ax, show=p.last_column)
     fig.suptitle(f"{title} (line: mean over seeds, band: std)")
     return fig
 
@@ -300,31 +315,17 @@ def active_patches_figure(active: pd.DataFrame, losses: pd.DataFrame, palette: d
     ]
     if not series:
         return placeholder(title, "no per-iteration inversion records.")
-    settings = list(
-        dict.fromkeys(pd.concat([f["dataset"].astype(str) + " / " + f["teacher"].astype(str) for f, _, _ in series]))
-    )
     palette = palette or method_palette(pd.concat([f["method"] for f, _, _ in series]))
-    fig, axes = _panels(len(settings) * len(series), ncols=len(series))
-    for row, setting in enumerate(settings):
-        for col, (frame, value, ylabel) in enumerate(series):
-            ax = axes[row * len(series) + col]
-            part = frame[frame["dataset"].astype(str) + " / " + frame["teacher"].astype(str) == setting]
-            order = ordered_methods(part["method"])
-            # Patch counts change in steps at the stopping iterations: draw them (and the band) as steps.
-            steps = {"drawstyle": "steps-post", "err_kws": {"step": "post"}} if value == "active_tokens" else {}
-            sns.lineplot(
-                part,
-                x="iteration",
-                y=value,
-                hue="method",
-                hue_order=order,
-                palette=palette,
-                errorbar=ERRORBAR,
-                ax=ax,
-                **steps,
-            )
-            ax.set(xlabel="Iteration", ylabel=ylabel, title=setting)
-            _relabel_legend(ax, show=col == len(series) - 1)
+    series = [
+        (f.assign(setting=f["dataset"].astype(str) + " / " + f["teacher"].astype(str)), v, y) for f, v, y in series
+    ]
+    fig, panels = _setting_panels(series)
+    for p in panels:
+        # Patch counts change in steps at the stopping iterations: draw them (and the band) as steps.
+        steps = {"drawstyle": "steps-post", "err_kws": {"step": "post"}} if p.value == "active_tokens" else {}
+        sns.lineplot(x="iteration", **p.by_method(palette), **steps)
+        p.ax.set(xlabel="Iteration", ylabel=p.ylabel, title=p.setting)
+        _relabel_legend(p.ax, show=p.last_column)
     fig.suptitle(f"{title} (mean over seeds)")
     return fig
 
