@@ -79,10 +79,17 @@ class Figures:
     KIND: ClassVar[str]
     #: Teacher keys the kind's records leave out.
     OMITS: ClassVar[tuple[str, ...]] = ()
+    #: Mapping attributes (another package's figures) whose keys the record takes at top level.
+    SPREAD: ClassVar[tuple[str, ...]] = ()
 
     def as_keys(self) -> dict[str, Any]:
-        """The record's keys of this part (by default one per attribute)."""
-        return asdict(self)
+        """The record's keys of this part: one per attribute, the :attr:`SPREAD` mappings' keys at top level.
+
+        Raises:
+            ValueError: For a key given twice (see :func:`combine`).
+        """
+        own = {name: value for name, value in asdict(self).items() if name not in self.SPREAD}
+        return combine(own, *(getattr(self, name) for name in self.SPREAD))
 
     def record(
         self, teacher: Any, teacher_id: str, seed: int | None, provenance: dict[str, Any], dataset: str | None = None

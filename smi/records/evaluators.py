@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from smi.records.common import Figures, combine
+from smi.records.common import Figures
 
 #: Keys of the post-training quantization figures (what :func:`smi.quant.ptq.run_ptq` returns).
 PTQ_KEYS: tuple[str, ...] = (
@@ -58,17 +58,13 @@ class Quantization(Figures):
     """
 
     KIND: ClassVar[str] = "quantization"
+    SPREAD: ClassVar[tuple[str, ...]] = ("ptq",)
 
     calibration: str
     image_set: str
     set_teacher: str
     allow_foreign_set: bool
     ptq: Mapping[str, Any]
-
-    def as_keys(self) -> dict[str, Any]:
-        """The record's keys of this part, the quantization figures at top level."""
-        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ptq"}
-        return combine(own, self.ptq)
 
 
 @dataclass(kw_only=True)
@@ -111,7 +107,7 @@ class Distillation(Figures):
 
     def as_keys(self) -> dict[str, Any]:
         """The record's keys of this part, ``protocol`` first."""
-        return {"protocol": self.PROTOCOL, **asdict(self)}
+        return {"protocol": self.PROTOCOL, **super().as_keys()}
 
 
 @dataclass(kw_only=True)
@@ -194,15 +190,10 @@ class Foreground(Figures):
     """
 
     KIND: ClassVar[str] = "foreground"
+    SPREAD: ClassVar[tuple[str, ...]] = ("scores", "saliency")
 
     split: str
     iterations: list[int]
     ratio: float
     scores: Mapping[str, Any]
     saliency: Mapping[str, Any]
-
-    def as_keys(self) -> dict[str, Any]:
-        """The record's keys of this part, the figures at top level."""
-        return combine(
-            {"split": self.split, "iterations": self.iterations, "ratio": self.ratio}, self.scores, self.saliency
-        )

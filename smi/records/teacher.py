@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from smi.records.common import Figures, combine
+from smi.records.common import Figures
 
 #: Keys of a teacher-building run's figures (what :func:`smi.teachers.build_teacher` measures).
 TRAINING_KEYS: tuple[str, ...] = (
@@ -37,17 +37,12 @@ class TeacherBuild(Figures):
     """
 
     KIND: ClassVar[str] = "teacher"
+    SPREAD: ClassVar[tuple[str, ...]] = ("training",)
 
     file: str
     teacher_spec: dict[str, Any]
     dataset_spec: dict[str, Any]
     training: Mapping[str, Any]
-
-    def as_keys(self) -> dict[str, Any]:
-        """The record's keys of this part, the training figures at top level."""
-        return combine(
-            {"file": self.file, "teacher_spec": self.teacher_spec, "dataset_spec": self.dataset_spec}, self.training
-        )
 
 
 @dataclass
