@@ -47,10 +47,6 @@ def run_official(args: argparse.Namespace) -> int:
         raise SMIError(
             "protocol 'official' needs --inversion-method: the registered method that fills the pool (e.g. smi)."
         )
-    if not isinstance(args.student_spec, dict) or not isinstance(args.recipe, dict):
-        raise SMIError("--student-spec and --recipe must be JSON objects.")
-    if not isinstance(args.method_params, dict) or not isinstance(args.inversion_config, dict):
-        raise SMIError("--method-params and --inversion-config must be JSON objects.")
     device = resolve_device(args)
     student_spec = from_dict(StudentSpec, args.student_spec, "the student spec")
     recipe = parse_recipe("official", args.recipe)

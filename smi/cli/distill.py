@@ -108,8 +108,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.image_set:
         raise SMIError("protocol 'suite' distils on a fixed image set: give --image-set.")
     device = resolve_device(args)
-    if not isinstance(args.student_spec, dict) or not isinstance(args.recipe, dict):
-        raise SMIError("--student-spec and --recipe must be JSON objects.")
     student_spec = from_dict(StudentSpec, args.student_spec, "the student spec")
     recipe = parse_recipe("suite", args.recipe)
     image_set = ImageSet.load(args.image_set)
