@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 
 from smi.types import Teacher
 from tests.tiny import make_teacher, make_tiny_vit
+from tests.workflow_cmd import snakemake_argv
 
 
 @pytest.fixture
@@ -35,21 +35,7 @@ def ci_local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     workdir = tmp_path_factory.mktemp("ci-local")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--cores",
-            "2",
-            "--configfile",
-            str(REPO / "config" / "ci.yaml"),
-            "--config",
-            "run=ci",
-        ],
+        snakemake_argv(workdir, "--cores", "2", "--configfile", str(REPO / "config" / "ci.yaml"), "--config", "run=ci"),
         capture_output=True,
         text=True,
         timeout=1800,

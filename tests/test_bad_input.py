@@ -12,7 +12,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +25,7 @@ from smi.cli import main
 from smi.imageset import ImageSet, teacher_fingerprint
 from smi.teachers import load_teacher, save_teacher
 from tests.tiny import save_digits_teacher
+from tests.workflow_cmd import snakemake_argv
 
 REPO = Path(__file__).resolve().parents[1]
 CI_CONFIG = yaml.safe_load((REPO / "config" / "ci.yaml").read_text())
@@ -712,18 +712,7 @@ def _dry_run(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop("SMI_SKIP_MACHINE_CHECKS", None)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(path),
-        ],
+        snakemake_argv(workdir, "-n", "--configfile", str(path)),
         capture_output=True,
         text=True,
         timeout=600,

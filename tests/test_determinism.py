@@ -21,6 +21,7 @@ import yaml
 
 from smi.io import torch_save
 from smi.report.compare import SAME
+from tests.workflow_cmd import snakemake_argv
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = "determinism"
@@ -58,19 +59,7 @@ def small_config() -> dict:
 
 def run_workflow(workdir: Path, configfile: Path) -> Path:
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--cores",
-            "2",
-            "--configfile",
-            str(configfile),
-        ],
+        snakemake_argv(workdir, "--cores", "2", "--configfile", str(configfile)),
         capture_output=True,
         text=True,
         timeout=1500,

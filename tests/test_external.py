@@ -15,6 +15,7 @@ from smi.cli.run_external import render_command
 from smi.errors import SMIError
 from smi.imageset import ImageSet
 from tests.tiny import save_digits_teacher
+from tests.workflow_cmd import REPO, snakemake_argv
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "external_baseline"
 TINY_KWARGS = dict(img_size=32, patch_size=4, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
@@ -194,28 +195,20 @@ def test_command_receives_the_device_and_threads(tmp_path, teacher_file) -> None
 
 def test_workflow_passes_the_configured_device_and_threads(tmp_path) -> None:
     import subprocess
-    import sys
 
-    repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(repo / "Snakefile"),
-            "--directory",
-            str(tmp_path),
+        snakemake_argv(
+            tmp_path,
             "-n",
             "-p",
             "--cores",
             "4",
             "--configfile",
-            str(repo / "config" / "ci.yaml"),
+            str(REPO / "config" / "ci.yaml"),
             "--config",
             "device=cuda:1",
             "threads=3",
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=600,

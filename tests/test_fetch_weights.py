@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from smi.errors import SMIError
 from smi.teachers import hub
 from tests.layouts import imagenet_wnids, make_classfolders
 from tests.standin_hub import REPO, add_to_cache, offline_env, random_state_dict
+from tests.workflow_cmd import snakemake_argv
 
 MODEL = "deit_tiny_patch16_224"
 # Far below the hub client's retries (about 45 s offline): the probe fails at once.
@@ -192,19 +192,7 @@ def test_until_fetch_weights_offline_with_a_standin_hub(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     expected = random_state_dict(MODEL, seed=5)
     add_to_cache(cache, MODEL, expected)
-    snakemake = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--cores",
-        "1",
-        "--configfile",
-        str(path),
-    ]
+    snakemake = snakemake_argv(tmp_path, "--cores", "1", "--configfile", str(path))
     env = offline_env(cache)
     proc = subprocess.run(
         [*snakemake, "--until", "fetch_weights"], capture_output=True, text=True, env=env, timeout=600

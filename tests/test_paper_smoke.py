@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from smi.report.names import FIGURE_NAMES
 from smi.report.render import METHOD_LABELS
 from tests.layouts import BUILDERS, CLASS_COUNTS
 from tests.standin_hub import add_to_cache, offline_env, random_state_dict
+from tests.workflow_cmd import snakemake_argv
 
 pytestmark = pytest.mark.slow
 
@@ -214,19 +214,7 @@ def paper_smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
     start, cpu_start = time.perf_counter(), _children_cpu_s()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(work),
-            "--cores",
-            str(CORES),
-            "--configfile",
-            str(config_file),
-        ],
+        snakemake_argv(work, "--cores", str(CORES), "--configfile", str(config_file)),
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +13,9 @@ import yaml
 
 from smi.report.names import FIGURE_NAMES
 from smi.report.render import METHOD_LABELS
+from tests.workflow_cmd import snakemake_argv
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 CI_CONFIG = REPO / "config" / "ci.yaml"
 METHODS = ["noise", "real", "dense", "smi", "smi-random", "pri", "psaq", "psaq-smi", "toy-external"]
 
@@ -25,9 +24,7 @@ pytestmark = pytest.mark.slow
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run Snakemake in ``workdir`` and return the finished process."""
-    proc = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, timeout=1500
-    )
+    proc = subprocess.run(snakemake_argv(workdir, *args), capture_output=True, text=True, timeout=1500)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
