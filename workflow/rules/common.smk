@@ -197,9 +197,9 @@ def image_set_outputs():
     return [images, metrics, grid]
 
 
-def image_set(wildcards, label=None):
-    label = label or wildcards.method
-    return image_set_file(wildcards.dataset, wildcards.teacher, label, wildcards.seed)
+def image_set(wildcards, ext=".pt"):
+    """The image set of a job's wildcards (``.pt`` images; ``.json`` its inversion record)."""
+    return image_set_file(wildcards.dataset, wildcards.teacher, wildcards.method, wildcards.seed, ext)
 
 
 def image_set_file(dataset, teacher, method, seed, ext=".pt"):
@@ -207,23 +207,21 @@ def image_set_file(dataset, teacher, method, seed, ext=".pt"):
     return fill(IMAGE_SET, dataset=dataset, teacher=teacher, method=method, seed=seed) + ext
 
 
-def inversion_metrics():
+def image_sets(ext=".pt"):
+    """Every image set of the run (``.pt`` images; ``.json`` their inversion records)."""
     return [
-        image_set_file(e["dataset"], t, m, s, ".json")
+        image_set_file(e["dataset"], t, m, s, ext)
         for e in config["experiments"] for t in teacher_instances(e) for m in e["methods"] for s in e["seeds"]
     ]
 
 
-def image_sets():
-    return [
-        image_set_file(e["dataset"], t, m, s)
-        for e in config["experiments"] for t in teacher_instances(e) for m in e["methods"] for s in e["seeds"]
-    ]
+def teacher_pairs():
+    """Every (dataset, teacher instance) of the run, each once, sorted."""
+    return sorted({(e["dataset"], t) for e in config["experiments"] for t in teacher_instances(e)})
 
 
 def teacher_metrics():
-    pairs = sorted({(e["dataset"], t) for e in config["experiments"] for t in teacher_instances(e)})
-    return [fill(TEACHER, dataset=d, teacher=t) + ".json" for d, t in pairs]
+    return [fill(TEACHER, dataset=d, teacher=t) + ".json" for d, t in teacher_pairs()]
 
 
 def quant_metrics():
@@ -264,7 +262,7 @@ def timing_metrics():
 
 
 def all_metrics():
-    return (teacher_metrics() + inversion_metrics() + quant_metrics() + distill_metrics() + foreground_metrics()
+    return (teacher_metrics() + image_sets(".json") + quant_metrics() + distill_metrics() + foreground_metrics()
             + timing_metrics())
 
 

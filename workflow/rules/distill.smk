@@ -36,7 +36,7 @@ def distill_inputs(wildcards):
     }
     if KD_PROTOCOL == "suite":
         inputs["images"] = image_set(wildcards)
-        inputs["inversion"] = image_set_file(wildcards.dataset, wildcards.teacher, wildcards.method, wildcards.seed, ".json")
+        inputs["inversion"] = image_set(wildcards, ".json")
     return inputs
 
 

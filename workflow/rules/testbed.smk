@@ -14,8 +14,7 @@ def testbed_noise_set(wildcards):
 
 
 def testbed_metrics():
-    pairs = sorted({(e["dataset"], t) for e in config["experiments"] for t in teacher_instances(e)})
-    return [fill(TESTBED_RECORD, dataset=d, teacher=t) for d, t in pairs]
+    return [fill(TESTBED_RECORD, dataset=d, teacher=t) for d, t in teacher_pairs()]
 
 
 rule testbed:
